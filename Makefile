@@ -1,0 +1,41 @@
+# The two commands a newcomer needs: `make run` and `make test`.
+# Each sets up .venv (a plain, non-editable install of this checkout) first.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+PORT   ?= 9092
+
+.PHONY: run test trial pytest lint bench clean
+
+$(BIN)/twist: setup.cfg pyproject.toml $(shell find gatekeeper twisted_plugins -type f -not -name '*.pyc' -not -path '*/__pycache__/*')
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet '.[test,dev]'
+	touch $@
+
+# Start gatekeeper on its embedded defaults (etc/gatekeeper.ini has every
+# option commented out): AudioSocket on 127.0.0.1:$(PORT), echo application.
+run: $(BIN)/twist
+	$(BIN)/twist gatekeeper --listen tcp:$(PORT):interface=127.0.0.1
+
+# The whole suite, under trial and under pytest (it is written for both).
+test: $(BIN)/twist
+	$(BIN)/python -m twisted.trial tests
+	$(BIN)/python -m pytest -q -rs tests
+
+trial: $(BIN)/twist
+	$(BIN)/python -m twisted.trial tests
+
+pytest: $(BIN)/twist
+	$(BIN)/python -m pytest -q -rs tests
+
+lint: $(BIN)/twist
+	$(BIN)/ruff check gatekeeper tests twisted_plugins bench
+	$(BIN)/ruff format --check gatekeeper tests twisted_plugins bench
+
+bench: $(BIN)/twist
+	$(BIN)/python -m bench.codec
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info _trial_temp* twisted_plugins/dropin.cache

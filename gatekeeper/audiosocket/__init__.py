@@ -1,0 +1,1 @@
+"""AudioSocket: the wire format and the Twisted protocol that speaks it."""

@@ -1,0 +1,97 @@
+"""The service tree makeService builds, over real TCP on 127.0.0.1."""
+
+from __future__ import annotations
+
+import statistics
+
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.protocol import Protocol
+from twisted.internet.task import deferLater
+from twisted.python.failure import Failure
+from twisted.trial.unittest import TestCase
+
+from gatekeeper.audiosocket.wire import Frame, FrameDecoder, Kind, encode
+from gatekeeper.config import parse_config
+from gatekeeper.service import makeService
+
+from .transcripts import transcript
+
+
+class AsteriskLike(Protocol):
+    """Plays a recorded stream one frame per 20 ms and records what comes back."""
+
+    def __init__(self, frames: list[bytes]) -> None:
+        self.frames = frames
+        self.received: list[tuple[float, Frame]] = []
+        self.decoder = FrameDecoder()
+        self.closed: Deferred[None] = Deferred()
+        self._next = None
+
+    def connectionMade(self) -> None:
+        self.transport.setTcpNoDelay(True)  # type: ignore[attr-defined]
+        self._send(0)
+
+    def _send(self, i: int) -> None:
+        if i < len(self.frames) and self.transport.connected:  # type: ignore[attr-defined]
+            self.transport.write(self.frames[i])
+            # The UUID frame and the first audio frame go together, as Asterisk does.
+            self._next = reactor.callLater(0 if i == 0 else 0.02, self._send, i + 1)
+
+    def dataReceived(self, data: bytes) -> None:
+        now = reactor.seconds()
+        for frame in self.decoder.feed(data):
+            self.received.append((now, frame))
+
+    def connectionLost(self, reason: Failure) -> None:
+        if self._next is not None and self._next.active():
+            self._next.cancel()
+        self.closed.callback(None)
+
+
+class EchoServiceTests(TestCase):
+    @inlineCallbacks
+    def setUp(self):  # type: ignore[no-untyped-def]
+        config = parse_config("[audiosocket]\nlisten = tcp:0:interface=127.0.0.1\n")
+        self.service = makeService(config, reactor)
+        self.service.startService()
+        self.addCleanup(self.service.stopService)
+        port = yield self.service.getServiceNamed("audiosocket").when_listening()
+        self.endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port)
+
+    @inlineCallbacks
+    def test_transcript_echoed_paced(self):  # type: ignore[no-untyped-def]
+        """A recorded Asterisk stream comes back whole, in order, one frame per 20 ms."""
+        t = transcript("visitor-dtmf-hangup")
+        offsets = [f.offset for f in t.frames][:40] + [t.frames[40].offset]
+        frames = [t.data[a:b] for a, b in zip(offsets, offsets[1:], strict=False)]
+        good = AsteriskLike(frames)
+        bad = AsteriskLike([encode(Kind.SLIN, bytes(320))])  # audio before any UUID
+        yield connectProtocol(self.endpoint, good)
+        yield connectProtocol(self.endpoint, bad)
+        yield bad.closed  # the malformed call is closed...
+        yield deferLater(reactor, 1.2, lambda: None)
+        self.assertTrue(good.transport.connected)  # ...and the good one carries on
+        sent_audio = [f[3:] for f in frames if f[0] == Kind.SLIN]
+        echoed = [f.payload for _, f in good.received if any(f.payload)]
+        self.assertEqual(echoed, sent_audio)
+        times = [t for t, f in good.received if f.kind is Kind.SLIN]
+        gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+        self.assertLess(abs(statistics.median(gaps) - 0.02), 0.004, gaps)
+        self.assertLess(max(gaps), 0.1)
+        good.transport.loseConnection()
+        yield good.closed
+
+    @inlineCallbacks
+    def test_stop_hangs_up(self):  # type: ignore[no-untyped-def]
+        """Stopping the service sends each live call a hang-up frame and closes it."""
+        t = transcript("idle-timeout")
+        client = AsteriskLike([t.data])
+        yield connectProtocol(self.endpoint, client)
+        yield deferLater(reactor, 0.1, lambda: None)
+        yield self.service.stopService()
+        yield client.closed
+        kinds = [f.kind for _, f in client.received]
+        self.assertEqual(kinds[-1], Kind.HANGUP)
+        self.assertIn(Kind.SLIN, kinds)  # silence kept the call alive meanwhile
