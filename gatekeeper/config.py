@@ -28,6 +28,7 @@ __all__ = [
     "Config",
     "ConfigError",
     "PacerConfig",
+    "PerformanceConfig",
     "load_config",
     "parse_config",
 ]
@@ -85,15 +86,25 @@ class PacerConfig:
 
 
 @frozen
+class PerformanceConfig:
+    """``[performance]``: bypasses of Twisted's generic paths (gatekeeper.fastpath)."""
+
+    direct_send: bool = True
+    lean_poll: bool = True
+
+
+@frozen
 class Config:
     path: str | None = None
     audiosocket: AudioSocketConfig = AudioSocketConfig()
     pacer: PacerConfig = PacerConfig()
+    performance: PerformanceConfig = PerformanceConfig()
 
 
 _SECTIONS: Mapping[str, type] = {
     "audiosocket": AudioSocketConfig,
     "pacer": PacerConfig,
+    "performance": PerformanceConfig,
 }
 
 

@@ -19,9 +19,10 @@ from gatekeeper.audiosocket.interfaces import ICallBinder
 from gatekeeper.audiosocket.protocol import AudioSocketFactory, ListenerPolicy
 from gatekeeper.config import Config
 from gatekeeper.echo import EchoApplication
+from gatekeeper.fastpath import install_fast_poll
 from gatekeeper.media.pacer import Pacer
 
-__all__ = ["AudioSocketService", "make_pacer", "make_policy", "makeService"]
+__all__ = ["AudioSocketService", "makeService", "make_pacer", "make_policy"]
 
 
 def make_policy(config: Config) -> ListenerPolicy:
@@ -50,7 +51,12 @@ class AudioSocketService(StreamServerEndpointService):
     _log = Logger()
 
     def __init__(self, reactor: IReactorCore, config: Config, binder: ICallBinder):
-        self.factory = AudioSocketFactory(binder, reactor, make_policy(config))  # type: ignore[arg-type]
+        self.factory = AudioSocketFactory(
+            binder,
+            reactor,  # type: ignore[arg-type]
+            make_policy(config),
+            direct_send=config.performance.direct_send,
+        )
         self.shutdown_timeout = config.audiosocket.shutdown_timeout
         super().__init__(
             serverFromString(reactor, config.audiosocket.listen), self.factory
@@ -94,6 +100,8 @@ def makeService(config: Config, reactor: IReactorCore | None = None) -> MultiSer
         reactor = default_reactor  # type: ignore[assignment]
     assert reactor is not None
     top = MultiService()
+    if config.performance.lean_poll:
+        install_fast_poll(reactor)
     pacer = make_pacer(config, reactor)  # type: ignore[arg-type]
     binder: ICallBinder = EchoApplication(pacer)
     listener = AudioSocketService(reactor, config, binder)

@@ -13,8 +13,8 @@ import attrs
 from twisted.application.service import IService
 from twisted.python import usage
 
+from gatekeeper import service
 from gatekeeper.config import APPS, Config, ConfigError, load_config, parse_config
-from gatekeeper.service import makeService as build
 
 __all__ = ["Options", "makeService"]
 
@@ -67,4 +67,4 @@ class Options(usage.Options):
 
 
 def makeService(options: Options) -> IService:
-    return build(options["gatekeeper_config"])
+    return service.makeService(options["gatekeeper_config"])

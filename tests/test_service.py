@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import statistics
 
 from twisted.internet import reactor
@@ -14,6 +15,7 @@ from twisted.trial.unittest import TestCase
 
 from gatekeeper.audiosocket.wire import Frame, FrameDecoder, Kind, encode
 from gatekeeper.config import parse_config
+from gatekeeper.fastpath import uninstall_fast_poll
 from gatekeeper.service import makeService
 
 from .transcripts import transcript
@@ -53,8 +55,12 @@ class AsteriskLike(Protocol):
 class EchoServiceTests(TestCase):
     @inlineCallbacks
     def setUp(self):  # type: ignore[no-untyped-def]
-        config = parse_config("[audiosocket]\nlisten = tcp:0:interface=127.0.0.1\n")
+        config = parse_config(
+            "[audiosocket]\nlisten = tcp:0:interface=127.0.0.1\n"
+            "[performance]\nlean_poll = yes\ndirect_send = yes\n"
+        )
         self.service = makeService(config, reactor)
+        self.addCleanup(uninstall_fast_poll, reactor)
         self.service.startService()
         self.addCleanup(self.service.stopService)
         port = yield self.service.getServiceNamed("audiosocket").when_listening()
@@ -64,8 +70,8 @@ class EchoServiceTests(TestCase):
     def test_transcript_echoed_paced(self):  # type: ignore[no-untyped-def]
         """A recorded Asterisk stream comes back whole, in order, one frame per 20 ms."""
         t = transcript("visitor-dtmf-hangup")
-        offsets = [f.offset for f in t.frames][:40] + [t.frames[40].offset]
-        frames = [t.data[a:b] for a, b in zip(offsets, offsets[1:], strict=False)]
+        offsets = [*[f.offset for f in t.frames][:40], t.frames[40].offset]
+        frames = [t.data[a:b] for a, b in itertools.pairwise(offsets)]
         good = AsteriskLike(frames)
         bad = AsteriskLike([encode(Kind.SLIN, bytes(320))])  # audio before any UUID
         yield connectProtocol(self.endpoint, good)
@@ -77,7 +83,7 @@ class EchoServiceTests(TestCase):
         echoed = [f.payload for _, f in good.received if any(f.payload)]
         self.assertEqual(echoed, sent_audio)
         times = [t for t, f in good.received if f.kind is Kind.SLIN]
-        gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+        gaps = [b - a for a, b in itertools.pairwise(times)]
         self.assertLess(abs(statistics.median(gaps) - 0.02), 0.004, gaps)
         self.assertLess(max(gaps), 0.1)
         good.transport.loseConnection()

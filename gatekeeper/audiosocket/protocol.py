@@ -21,6 +21,7 @@ from collections.abc import Iterable
 
 from attrs import field, frozen, validators
 from twisted.internet.defer import Deferred, DeferredList, TimeoutError, succeed
+from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IAddress, IPushProducer, IReactorTime
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
@@ -44,8 +45,11 @@ from gatekeeper.audiosocket.wire import (
     encode_audio,
     encode_hangup,
 )
+from gatekeeper.fastpath import direct_writer
 
 __all__ = ["AudioSocketFactory", "AudioSocketProtocol", "ListenerPolicy"]
+
+_CONNECTION_DONE = Failure(ConnectionDone())
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -134,6 +138,11 @@ class AudioSocketProtocol(Protocol, TimeoutMixin):
         self.callLater = self.factory.clock.callLater
         self.peer = _describe(self.transport.getPeer())
         self.connected = True
+        self._write = (
+            direct_writer(self.transport)
+            if self.factory.direct_send
+            else self.transport.write
+        )
         self._decoder = FrameDecoder(policy.max_payload)
         set_nodelay = getattr(self.transport, "setTcpNoDelay", None)
         if set_nodelay is not None:
@@ -144,7 +153,7 @@ class AudioSocketProtocol(Protocol, TimeoutMixin):
         self.setTimeout(policy.handshake_timeout)
         self.factory.connection_opened(self)
 
-    def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:
+    def connectionLost(self, reason: Failure = _CONNECTION_DONE) -> None:
         self.connected = False
         self.setTimeout(None)
         self.factory.connection_closed(self)
@@ -255,14 +264,14 @@ class AudioSocketProtocol(Protocol, TimeoutMixin):
         if self._closing or not self._writable:
             self.frames_dropped += 1
             return False
-        self.transport.write(encode_audio(kind, payload))
+        self._write(encode_audio(kind, payload))
         return True
 
     def hang_up(self) -> None:
         if self._closing:
             return
         if self.connected:
-            self.transport.write(encode_hangup())
+            self._write(encode_hangup())
         self._close()
 
     def _close(self) -> None:
@@ -296,8 +305,10 @@ class AudioSocketFactory(Factory):
         binder: ICallBinder,
         clock: IReactorTime,
         policy: ListenerPolicy | None = None,
+        direct_send: bool = True,
     ) -> None:
         self.binder = binder
+        self.direct_send = direct_send
         self.clock = clock
         self.policy = policy if policy is not None else ListenerPolicy()
         self.connections: set[AudioSocketProtocol] = set()

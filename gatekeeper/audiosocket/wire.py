@@ -28,11 +28,12 @@ from __future__ import annotations
 import enum
 import struct
 import uuid
+
 from attrs import frozen
 
 __all__ = [
-    "MAX_WIRE_PAYLOAD",
     "AUDIO_KINDS",
+    "MAX_WIRE_PAYLOAD",
     "Frame",
     "FrameDecoder",
     "FrameError",
@@ -258,7 +259,6 @@ def _check(kind: Kind, payload: bytes) -> None:
     elif kind is Kind.DTMF:
         if len(payload) != 1 or payload[0] not in _DTMF_DIGITS:
             raise FrameError(f"DTMF payload {payload!r} is not one digit")
-    elif kind is Kind.ERROR:
-        if len(payload) != 1:
-            raise FrameError(f"error payload is {len(payload)} bytes, not 1")
+    elif kind is Kind.ERROR and len(payload) != 1:
+        raise FrameError(f"error payload is {len(payload)} bytes, not 1")
     # A hang-up frame's length bytes are ignored by Asterisk; so are they here.
