@@ -66,7 +66,9 @@ class ConfigTests(SynchronousTestCase):
 
     def test_unknown_key(self) -> None:
         """A misspelt key is refused, listing the known ones."""
-        self.check_error("[audiosocket]\nidel_timeout = 3\n", "idel_timeout", "known keys")
+        self.check_error(
+            "[audiosocket]\nidel_timeout = 3\n", "idel_timeout", "known keys"
+        )
 
     def test_unknown_section(self) -> None:
         """A section nobody reads is refused."""

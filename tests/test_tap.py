@@ -32,7 +32,9 @@ class OptionsTests(SynchronousTestCase):
 
     def test_overrides(self) -> None:
         """--listen and --app override the file, through the same validation."""
-        options = self.parse("--listen", "tcp:19999:interface=127.0.0.1", "--app", "echo")
+        options = self.parse(
+            "--listen", "tcp:19999:interface=127.0.0.1", "--app", "echo"
+        )
         section = options["gatekeeper_config"].audiosocket
         self.assertEqual(section.listen, "tcp:19999:interface=127.0.0.1")
         self.assertEqual(section.app, "echo")
@@ -77,7 +79,9 @@ class PluginTests(SynchronousTestCase):
         spec.loader.exec_module(module)
         maker = module.gatekeeper
         self.assertTrue(IServiceMaker.providedBy(maker))
-        self.assertEqual((maker.tapname, maker.module), ("gatekeeper", "gatekeeper.tap"))
+        self.assertEqual(
+            (maker.tapname, maker.module), ("gatekeeper", "gatekeeper.tap")
+        )
 
     def test_plugin_installed(self) -> None:
         """Installed, Twisted's own plugin scan finds 'gatekeeper' (twistd relies on it)."""

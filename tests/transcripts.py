@@ -38,9 +38,7 @@ class Transcript:
 
     @property
     def digits(self) -> str:
-        return "".join(
-            f.detail.split("'")[1] for f in self.frames if f.kind == 0x03
-        )
+        return "".join(f.detail.split("'")[1] for f in self.frames if f.kind == 0x03)
 
 
 def transcript(name: str) -> Transcript:
@@ -54,7 +52,7 @@ def transcript(name: str) -> Transcript:
         if in_table:
             if not line.strip() or line.startswith("#"):
                 break
-            idx, offset, _t, _dt, kind, _name, length, detail = line.split("\t", 7)
+            _idx, offset, _t, _dt, kind, _name, length, detail = line.split("\t", 7)
             frames.append(
                 ExpectedFrame(int(offset), int(kind, 16), int(length), detail)
             )

@@ -31,6 +31,14 @@ AUDIO = encode(Kind.SLIN, bytes(320))
 class NoDelayTransport(StringTransport):
     nodelay = False
 
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.writes: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(data)
+        super().write(data)
+
     def setTcpNoDelay(self, enabled: bool) -> None:
         self.nodelay = enabled
 
@@ -173,7 +181,7 @@ class TimeoutTests(SynchronousTestCase):
     def test_handshake_timeout(self) -> None:
         """A connection that sends no UUID within the handshake timeout is closed."""
         h = Harness(ListenerPolicy(handshake_timeout=5))
-        protocol, transport = h.connect()
+        _protocol, transport = h.connect()
         h.clock.advance(4.9)
         self.assertFalse(transport.disconnecting)
         h.clock.advance(0.2)
@@ -260,7 +268,7 @@ class FactoryTests(SynchronousTestCase):
     def test_hang_up_all_times_out(self) -> None:
         """hang_up_all gives up waiting after its timeout."""
         h = Harness()
-        protocol, _ = h.connect()
+        _protocol, _ = h.connect()
         done = h.factory.hang_up_all(5)
         h.clock.advance(5)
         self.successResultOf(done)
@@ -277,10 +285,8 @@ class OutboundTests(SynchronousTestCase):
 
     def test_single_write(self) -> None:
         """An audio frame goes out as one write of header and payload."""
-        writes: list[bytes] = []
-        self.transport.write = writes.append  # type: ignore[method-assign]
         self.protocol.send_audio(Kind.SLIN16, bytes(640))
-        self.assertEqual(writes, [b"\x12\x02\x80" + bytes(640)])
+        self.assertEqual(self.transport.writes, [b"\x12\x02\x80" + bytes(640)])
 
     def test_never_sends_forbidden_kinds(self) -> None:
         """send_audio refuses kinds and lengths that make Asterisk hang up."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from twisted.internet.address import IPv4Address
@@ -33,7 +35,7 @@ def replay(chunks: list[bytes]) -> tuple[RecordingBinder, StringTransport, Clock
 def frame_chunks(t: Transcript) -> list[bytes]:
     """The stream cut where the sidecar says each frame began (one write each)."""
     offsets = [f.offset for f in t.frames] + [len(t.data)]
-    return [t.data[a:b] for a, b in zip(offsets, offsets[1:], strict=False)]
+    return [t.data[a:b] for a, b in itertools.pairwise(offsets)]
 
 
 class TranscriptTests(SynchronousTestCase):
@@ -106,7 +108,7 @@ class TranscriptTests(SynchronousTestCase):
 
     def test_idle_caller_is_not_dropped_early(self) -> None:
         """A caller who sends nothing after the UUID is kept for the idle timeout."""
-        binder, transport, clock = replay([transcript("idle-timeout").data])
+        _binder, transport, clock = replay([transcript("idle-timeout").data])
         clock.advance(30)
         self.assertFalse(transport.disconnecting)
         clock.advance(31)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import struct
 import uuid
 
@@ -34,12 +35,8 @@ def frames_strategy() -> st.SearchStrategy[Frame]:
         st.sampled_from(sorted(AUDIO_KINDS)),
         st.binary(min_size=1, max_size=700),
     )
-    uuids = st.builds(
-        lambda u: Frame(Kind.UUID, u.bytes), st.uuids()
-    )
-    dtmf = st.builds(
-        lambda d: Frame(Kind.DTMF, d.encode()), st.sampled_from(DIGITS)
-    )
+    uuids = st.builds(lambda u: Frame(Kind.UUID, u.bytes), st.uuids())
+    dtmf = st.builds(lambda d: Frame(Kind.DTMF, d.encode()), st.sampled_from(DIGITS))
     error = st.builds(lambda b: Frame(Kind.ERROR, bytes([b])), st.integers(0, 255))
     hangup = st.just(Frame(Kind.HANGUP, b""))
     return st.one_of(audio, uuids, dtmf, error, hangup)
@@ -47,7 +44,7 @@ def frames_strategy() -> st.SearchStrategy[Frame]:
 
 def chunked(data: bytes, cuts: list[int]) -> list[bytes]:
     points = sorted({c % (len(data) + 1) for c in cuts} | {0, len(data)})
-    return [data[a:b] for a, b in zip(points, points[1:], strict=False)]
+    return [data[a:b] for a, b in itertools.pairwise(points)]
 
 
 class KindTests(SynchronousTestCase):
@@ -94,7 +91,9 @@ class EncodeTests(SynchronousTestCase):
 class DecoderTests(SynchronousTestCase):
     @HYPOTHESIS
     @given(st.lists(frames_strategy(), max_size=30), st.lists(st.integers(0, 10**6)))
-    def test_round_trip_any_chunking(self, frames: list[Frame], cuts: list[int]) -> None:
+    def test_round_trip_any_chunking(
+        self, frames: list[Frame], cuts: list[int]
+    ) -> None:
         """Every kind survives encode then decode, however the bytes are cut."""
         data = b"".join(encode(f.kind, f.payload) for f in frames)
         decoder = FrameDecoder()
@@ -125,7 +124,9 @@ class DecoderTests(SynchronousTestCase):
         decoder = FrameDecoder()
         self.assertEqual(decoder.feed(b"\x10\x01"), [])
         self.assertEqual(decoder.buffered, 2)
-        self.assertEqual(decoder.feed(b"\x40" + bytes(320)), [Frame(Kind.SLIN, bytes(320))])
+        self.assertEqual(
+            decoder.feed(b"\x40" + bytes(320)), [Frame(Kind.SLIN, bytes(320))]
+        )
 
     def test_truncated_payload_waits(self) -> None:
         """A frame whose payload is still on its way yields nothing yet."""
@@ -156,7 +157,9 @@ class DecoderTests(SynchronousTestCase):
 
     def test_uuid_wrong_length(self) -> None:
         """A UUID payload of other than 16 bytes is refused."""
-        error = self.assertRaises(FrameError, FrameDecoder().feed, encode(Kind.UUID, bytes(15)))
+        error = self.assertRaises(
+            FrameError, FrameDecoder().feed, encode(Kind.UUID, bytes(15))
+        )
         self.assertIn("15 bytes, not 16", str(error))
 
     def test_dtmf_not_a_digit(self) -> None:
@@ -167,7 +170,9 @@ class DecoderTests(SynchronousTestCase):
     def test_error_keeps_earlier_frames(self) -> None:
         """Frames before the fault in one feed are handed over with the error."""
         good = encode(Kind.UUID, bytes(16)) + encode(Kind.DTMF, b"5")
-        error = self.assertRaises(FrameError, FrameDecoder().feed, good + b"\x02\x00\x00")
+        error = self.assertRaises(
+            FrameError, FrameDecoder().feed, good + b"\x02\x00\x00"
+        )
         self.assertEqual([f.kind for f in error.frames], [Kind.UUID, Kind.DTMF])
 
     def test_spent_after_error(self) -> None:
@@ -198,4 +203,6 @@ class DecoderTests(SynchronousTestCase):
         """The length field is unsigned big-endian (lengths over 32767 work)."""
         frame = FrameDecoder().feed(encode(Kind.SLIN, bytes(40000)))[0]
         self.assertEqual(len(frame.payload), 40000)
-        self.assertEqual(struct.unpack("!BH", encode(Kind.SLIN, bytes(40000))[:3]), (0x10, 40000))
+        self.assertEqual(
+            struct.unpack("!BH", encode(Kind.SLIN, bytes(40000))[:3]), (0x10, 40000)
+        )
