@@ -198,6 +198,8 @@ class AMIDialer(Service):
             clock, settings.visitor_ttl, settings.visitor_max
         )
         self._visitor_waiters: dict[str, list[Deferred[VisitorChannel | None]]] = {}
+        # Visitors' channels whose hang-up someone waits for, by Uniqueid.
+        self._visitor_gone: dict[str, list[Deferred[bool]]] = {}
         self._residents: _ExpiringMap[str, _Resident] = _ExpiringMap(
             clock, settings.visitor_ttl, settings.visitor_max
         )
@@ -490,6 +492,8 @@ class AMIDialer(Service):
         uniqueid = event.get("Uniqueid")
         if uniqueid is None:
             return
+        for waiter in self._visitor_gone.pop(uniqueid, []):
+            waiter.callback(True)
         resident = self._residents.get(uniqueid)
         if resident is None:
             return
@@ -514,6 +518,42 @@ class AMIDialer(Service):
         )
         resident.waiters.append(d)
         return d
+
+    def when_visitor_gone(self, call_uuid: str) -> Deferred[bool]:
+        """
+        Fires with True when Asterisk reports the visitor's channel hung up.
+
+        A dropped AudioSocket connection alone cannot tell a caller who hung
+        up from a network blip; this can.  It needs the visitor's channel
+        from the gate's ``GatekeeperVisit`` event, and waits for it if it has
+        not come yet.  Cancel it when the call is over.
+        """
+        try:
+            call_uuid = canonical_uuid(call_uuid)
+        except InvalidCallUUID as e:
+            return fail(e)
+        watching: list[tuple[str, Deferred[bool]]] = []
+
+        def cancel(d: Deferred[bool]) -> None:
+            announced.cancel()
+            for uniqueid, waiter in watching:
+                waiters = self._visitor_gone.get(uniqueid, [])
+                if waiter in waiters:
+                    waiters.remove(waiter)
+                if not waiters:
+                    self._visitor_gone.pop(uniqueid, None)
+
+        gone: Deferred[bool] = Deferred(cancel)
+
+        def watch(visitor: VisitorChannel | None) -> None:
+            if visitor is None or not visitor.uniqueid or gone.called:
+                return
+            watching.append((visitor.uniqueid, gone))
+            self._visitor_gone.setdefault(visitor.uniqueid, []).append(gone)
+
+        announced = self.when_visitor_announced(call_uuid)
+        announced.addCallbacks(watch, lambda f: f.trap(CancelledError))
+        return gone
 
     def hang_up_resident(self, call_uuid: str) -> Deferred[int]:
         try:

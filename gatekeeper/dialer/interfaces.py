@@ -98,6 +98,9 @@ class IDialer(Interface):
         """Fires when the resident channel ``channel_id`` hangs up, with its
         Q.850 cause if known (at once if no such channel is up)."""
 
+    def when_visitor_gone(call_uuid: str) -> Deferred[bool]:
+        """Fires True when Asterisk reports the visitor's channel hung up."""
+
     def hang_up(channel: str) -> Deferred[bool]:
         """Hang up any channel by name or id; False when it was gone."""
 

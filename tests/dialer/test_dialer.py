@@ -812,3 +812,50 @@ class VisitorTests(DialerCase):
         dialer.forget(other)
         self.assertIsNone(dialer.visitor_channel(VISIT_UUID))
         self.assertIsNone(self.successResultOf(waiting))
+
+
+class VisitorGoneTests(DialerCase):
+    """Telling a visitor who hung up from a dropped AudioSocket connection."""
+
+    announce = VisitorTests.announce
+
+    def hangup(self, uniqueid: str) -> None:
+        self.protocol.dataReceived(
+            (
+                "Event: Hangup\r\nPrivilege: call,all\r\n"
+                f"Channel: PJSIP/gate-00000001\r\nUniqueid: {uniqueid}\r\n"
+                "Cause: 16\r\nCause-txt: Normal Clearing\r\n\r\n"
+            ).encode()
+        )
+
+    def test_hangup_of_announced_visitor(self) -> None:
+        """A Hangup event for the announced visitor's channel fires the watch."""
+        dialer = self.connected_dialer()
+        self.announce()
+        gone = dialer.when_visitor_gone(VISIT_UUID)
+        self.assertNoResult(gone)
+        self.hangup("1795567432.99")  # someone else's channel
+        self.assertNoResult(gone)
+        self.hangup("1795567432.1")
+        self.assertIs(self.successResultOf(gone), True)
+
+    def test_watch_before_announcement(self) -> None:
+        """A watch set before the GatekeeperVisit event starts once it arrives."""
+        dialer = self.connected_dialer()
+        gone = dialer.when_visitor_gone(VISIT_UUID)
+        self.announce()
+        self.hangup("1795567432.1")
+        self.assertIs(self.successResultOf(gone), True)
+
+    def test_cancel_stops_watching(self) -> None:
+        """A cancelled watch leaves nothing behind."""
+        dialer = self.connected_dialer()
+        self.announce()
+        gone = dialer.when_visitor_gone(VISIT_UUID)
+        gone.cancel()
+        self.failureResultOf(gone)
+        self.assertEqual(dialer._visitor_gone, {})
+        unannounced = dialer.when_visitor_gone("11111111-2222-4333-8444-555555555555")
+        unannounced.cancel()
+        self.failureResultOf(unannounced)
+        self.assertEqual(dialer._visitor_waiters, {})
