@@ -1,0 +1,219 @@
+"""Whole visits through the flow, registry and pacer, on a Clock."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from gatekeeper.dialer.interfaces import Outcome as DialOutcome
+
+from .rig import CALL, Rig
+
+GREETING = ["greeting", "ask_apartment"]
+ANNOUNCEMENT = ["resident_intro", "~", "resident_choice"]
+
+
+class VisitTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.rig = Rig(Path(self.mktemp() + "-residents.csv"))
+
+    def finish(self) -> None:
+        """Let the last prompts play and the hang-ups close."""
+        self.rig.run(3)
+        self.assertEqual(len(self.rig.registry), 0)
+        self.assertEqual(len(self.rig.conversations.live), 0)
+        self.assertEqual(self.rig.clock.getDelayedCalls(), [])
+
+    def test_allow(self) -> None:
+        """Gate to door: the resident presses 1, the door opens, both are told."""
+        rig = self.rig
+        visitor = rig.to_resident()
+        self.assertEqual(rig.dialer.rung, ["1011"])
+        rig.dialer.answer("1011")
+        resident = rig.connect("127.0.0.1:2")
+        rig.run(2.5)
+        resident.press("1")
+        rig.run(1)
+        self.finish()
+        self.assertEqual(
+            visitor.heard(),
+            [
+                *GREETING,
+                "say_name",
+                "~",
+                "calling_resident",
+                "~",
+                "access_granted",
+                "goodbye",
+            ],
+        )
+        self.assertEqual(resident.heard(), [*ANNOUNCEMENT, "access_granted"])
+        self.assertEqual(rig.door.opened, [(CALL, "101")])
+        (record,) = rig.log.records
+        self.assertEqual(record.outcome, "allowed")
+        self.assertEqual(record.apartment, "101")
+        self.assertEqual(record.extensions_tried, ("1011",))
+        self.assertEqual(record.door_result, "opened")
+        self.assertTrue(record.recording_path.endswith(f"{CALL}.wav"))
+        self.assertTrue(visitor.hung_up and resident.hung_up)
+
+    def test_record_before_outcome(self) -> None:
+        """The visitor hears nothing of the outcome until the record is durable."""
+        rig = self.rig
+        rig.log.hold = True
+        visitor = rig.to_resident()
+        rig.dialer.answer("1011")
+        resident = rig.connect("127.0.0.1:2")
+        rig.run(2.5)
+        resident.press("2")
+        rig.run(2)
+        self.assertNotIn("access_denied", visitor.heard())
+        rig.log.pending.pop().callback(None)
+        rig.run(1)
+        self.assertEqual(visitor.heard()[-2:], ["access_denied", "goodbye"])
+        self.finish()
+
+    def test_deny(self) -> None:
+        """The resident presses 2: no door, the visitor is told no."""
+        rig = self.rig
+        visitor = rig.to_resident()
+        rig.dialer.answer("1011")
+        resident = rig.connect("127.0.0.1:2")
+        rig.run(2.5)
+        resident.press("2")
+        self.finish()
+        self.assertEqual(rig.door.opened, [])
+        self.assertEqual(rig.log.records[0].outcome, "denied")
+        self.assertEqual(visitor.heard()[-2:], ["access_denied", "goodbye"])
+
+    def test_visitor_cannot_open(self) -> None:
+        """The visitor pressing 1 while the resident decides opens nothing."""
+        rig = self.rig
+        visitor = rig.to_resident()
+        rig.dialer.answer("1011")
+        rig.connect("127.0.0.1:2")
+        rig.run(0.5)
+        visitor.press("1")
+        rig.run(0.5)
+        self.assertEqual(rig.door.opened, [])
+        self.assertEqual(rig.log.records, [])
+
+    def test_talk_then_allow(self) -> None:
+        """3 bridges the two legs (each hears the other), then 1 opens."""
+        rig = self.rig
+        visitor = rig.to_resident()
+        rig.dialer.answer("1011")
+        resident = rig.connect("127.0.0.1:2")
+        rig.run(2.5)
+        resident.press("3")
+        rig.run(0.1)
+        before = len(resident.audio)
+        voice = b"\x34\x12" * 160  # a constant the resident must hear
+        for _ in range(10):
+            visitor.send(voice)
+            rig.clock.advance(0.02)
+        self.assertIn(voice, resident.audio[before:])
+        resident.press("1")
+        self.finish()
+        self.assertEqual(rig.log.records[0].outcome, "allowed")
+
+    def test_busy_then_next_extension(self) -> None:
+        """A busy first extension rings the next, then the concierge."""
+        rig = self.rig
+        visitor = rig.to_resident()
+        rig.dialer.answer("1011", DialOutcome.BUSY)
+        rig.dialer.answer("1012", DialOutcome.NO_ANSWER)
+        self.assertEqual(rig.dialer.rung, ["1011", "1012", "9000"])
+        rig.dialer.answer("9000", DialOutcome.BUSY)
+        self.finish()
+        self.assertEqual(rig.log.records[0].outcome, "busy")
+        self.assertEqual(rig.log.records[0].extensions_tried, ("1011", "1012", "9000"))
+        self.assertEqual(visitor.heard()[-2:], ["resident_not_answering", "goodbye"])
+
+    def test_unknown_apartment(self) -> None:
+        """Three wrong apartments end the visit with a record."""
+        rig = self.rig
+        visitor = rig.connect()
+        for _ in range(3):
+            rig.run(0.3)
+            visitor.press("999#")
+        self.finish()
+        self.assertEqual(rig.log.records[0].outcome, "unknown_apartment")
+        self.assertEqual(visitor.heard().count("invalid_apartment"), 3)
+
+    def test_ami_down(self) -> None:
+        """With AMI down the visitor is told residents cannot be reached."""
+        rig = self.rig
+        rig.dialer.connected = False
+        visitor = rig.to_resident()
+        self.finish()
+        self.assertEqual(rig.log.records[0].outcome, "resident_unreachable")
+        self.assertEqual(visitor.heard()[-2:], ["residents_unreachable", "goodbye"])
+
+    def test_visitor_hangs_up_while_ringing(self) -> None:
+        """AMI says the visitor hung up: the resident call is cancelled, visitor_left."""
+        rig = self.rig
+        visitor = rig.to_resident()
+        visitor.close()
+        assert rig.dialer.visitor_gone is not None
+        rig.dialer.visitor_gone.callback(True)
+        self.finish()
+        self.assertEqual(rig.log.records[0].outcome, "visitor_left")
+        self.assertGreaterEqual(rig.dialer.hung_up_residents, 1)
+
+    def test_visitor_lost(self) -> None:
+        """A visitor leg that drops and never comes back ends as visitor_lost."""
+        rig = self.rig
+        visitor = rig.to_resident()
+        visitor.close()
+        rig.run(11)
+        self.finish()
+        self.assertEqual(rig.log.records[0].outcome, "visitor_lost")
+
+    def test_resident_drops_and_comes_back(self) -> None:
+        """A resident leg back inside the grace period hears the announcement again."""
+        rig = self.rig
+        rig.to_resident()
+        rig.dialer.answer("1011")
+        resident = rig.connect("127.0.0.1:2")
+        rig.run(0.5)
+        resident.close()
+        rig.run(2)
+        again = rig.connect("127.0.0.1:3")
+        rig.run(2.5)
+        self.assertEqual(again.heard(), ANNOUNCEMENT)
+        again.press("1")
+        self.finish()
+        self.assertEqual(rig.log.records[0].outcome, "allowed")
+
+    def test_resident_hangs_up_next_extension(self) -> None:
+        """A resident who hangs up before deciding: the next extension rings."""
+        rig = self.rig
+        rig.to_resident()
+        rig.dialer.answer("1011")
+        resident = rig.connect("127.0.0.1:2")
+        rig.run(0.5)
+        resident.close()
+        rig.dialer.resident_hangs_up("1011")
+        rig.run(0.1)
+        self.assertEqual(rig.dialer.rung, ["1011", "1012"])
+        rig.dialer.answer("1012")
+        second = rig.connect("127.0.0.1:3")
+        rig.run(2.5)
+        second.press("2")
+        self.finish()
+        self.assertEqual(rig.log.records[0].outcome, "denied")
+
+    def test_record_retried(self) -> None:
+        """A failed write of the visit record is retried before anyone is told."""
+        rig = self.rig
+        rig.log.failures = 2
+        visitor = rig.to_resident()
+        rig.dialer.answer("1011")
+        resident = rig.connect("127.0.0.1:2")
+        rig.run(2.5)
+        resident.press("2")
+        self.finish()
+        self.assertEqual(rig.log.records[0].outcome, "denied")
+        self.assertEqual(visitor.heard()[-2:], ["access_denied", "goodbye"])
