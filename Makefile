@@ -11,13 +11,14 @@ PORT   ?= 9092
 $(BIN)/twist: setup.cfg pyproject.toml $(shell find gatekeeper twisted_plugins -type f -not -name '*.pyc' -not -path '*/__pycache__/*')
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet '.[test,dev]'
+	$(BIN)/pip install --quiet '.[test,dev,postgres]'
 	touch $@
 
 # Start gatekeeper on its embedded defaults (etc/gatekeeper.ini has every
-# option commented out): AudioSocket on 127.0.0.1:$(PORT), echo application.
+# option commented out but the sample directory): the doorman on
+# 127.0.0.1:$(PORT), AMI off.  ARGS='--app echo' for the echo application.
 run: $(BIN)/twist
-	$(BIN)/twist gatekeeper --listen tcp:$(PORT):interface=127.0.0.1
+	$(BIN)/twist gatekeeper --listen tcp:$(PORT):interface=127.0.0.1 $(ARGS)
 
 # The whole suite, under trial and under pytest (it is written for both).
 test: $(BIN)/twist

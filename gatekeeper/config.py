@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import configparser
 import ipaddress
+import os
 import types
 import typing
 from collections.abc import Mapping
@@ -22,6 +23,10 @@ from typing import Any
 import attrs
 from attrs import field, frozen, validators
 from twisted.internet.endpoints import serverFromString
+
+from gatekeeper.dialer.settings import SECRET_ENV, AMISettings, AMISettingsError
+from gatekeeper.door.settings import DoorSettingsError, door_opener_from_section
+from gatekeeper.flow.machine import FlowSettings
 
 __all__ = [
     "AudioSocketConfig",
@@ -33,7 +38,7 @@ __all__ = [
     "parse_config",
 ]
 
-APPS = ("echo",)
+APPS = ("visit", "echo")
 
 
 class ConfigError(ValueError):
@@ -46,6 +51,11 @@ def _endpoint(_instance: object, attribute: attrs.Attribute[Any], value: str) ->
         serverFromString(None, value)  # type: ignore[arg-type]
     except Exception as e:  # any parse failure means the same to the user
         raise ValueError(f"not a server endpoint description ({e})") from None
+
+
+def _nonempty(_instance: object, attribute: attrs.Attribute[Any], value: str) -> None:
+    if not value.strip():
+        raise ValueError("may not be empty")
 
 
 def _network_list(
@@ -63,7 +73,7 @@ class AudioSocketConfig:
     """``[audiosocket]``: the listener Asterisk connects to."""
 
     listen: str = field(default="tcp:9092:interface=127.0.0.1", validator=_endpoint)
-    app: str = field(default="echo", validator=validators.in_(APPS))
+    app: str = field(default="visit", validator=validators.in_(APPS))
     max_payload: int = field(
         default=16384, validator=[validators.ge(320), validators.le(65535)]
     )
@@ -86,6 +96,48 @@ class PacerConfig:
 
 
 @frozen
+class SessionConfig:
+    """``[session]``: how long a dropped leg may take to come back."""
+
+    grace_period: float = field(default=10.0, validator=validators.ge(0))
+    stop_timeout: float = field(default=5.0, validator=validators.ge(0))
+
+
+@frozen
+class RecordingConfig:
+    """``[recording]``: the visitor's recorded name."""
+
+    directory: str = field(default="var/recordings", validator=_nonempty)
+    trailing_silence: float = field(default=0.8, validator=validators.gt(0))
+    no_speech_timeout: float = field(default=5.0, validator=validators.gt(0))
+    max_length: float = field(default=5.0, validator=validators.gt(0))
+
+
+@frozen
+class PromptsConfig:
+    """``[prompts]``: the folder of WAV prompts (empty: the built-in pt-BR set)."""
+
+    directory: str = ""
+
+
+@frozen
+class AccessLogConfig:
+    """``[accesslog]``: where visit records go."""
+
+    database: str = field(default="var/gatekeeper.sqlite3", validator=_nonempty)
+    dsn: str = ""
+    pool_size: int = field(default=3, validator=[validators.ge(1), validators.le(64)])
+    retention_days: float = field(default=90.0, validator=validators.ge(0))
+
+
+@frozen
+class DirectoryConfig:
+    """``[directory]``: the residents directory (``[directory.gates]`` for more)."""
+
+    file: str = field(default="etc/residents.csv", validator=_nonempty)
+
+
+@frozen
 class PerformanceConfig:
     """``[performance]``: bypasses of Twisted's generic paths (gatekeeper.fastpath)."""
 
@@ -93,19 +145,53 @@ class PerformanceConfig:
     lean_poll: bool = True
 
 
+Pairs = tuple[tuple[str, str], ...]
+
+
 @frozen
 class Config:
     path: str | None = None
-    audiosocket: AudioSocketConfig = AudioSocketConfig()
-    pacer: PacerConfig = PacerConfig()
-    performance: PerformanceConfig = PerformanceConfig()
+    audiosocket: AudioSocketConfig = field(factory=AudioSocketConfig)
+    pacer: PacerConfig = field(factory=PacerConfig)
+    performance: PerformanceConfig = field(factory=PerformanceConfig)
+    session: SessionConfig = field(factory=SessionConfig)
+    flow: FlowSettings = field(factory=FlowSettings)
+    recording: RecordingConfig = field(factory=RecordingConfig)
+    prompts: PromptsConfig = field(factory=PromptsConfig)
+    accesslog: AccessLogConfig = field(factory=AccessLogConfig)
+    directory: DirectoryConfig = field(factory=DirectoryConfig)
+    # Sections parsed by their owners (gate names to files, the AMI login,
+    # the door opener), kept as the file's strings and checked at load.
+    directory_gates: Pairs = ()
+    ami: Pairs | None = None
+    door: Pairs = ()
+    door_gates: tuple[tuple[str, Pairs], ...] = ()
+
+    def ami_settings(
+        self, environ: Mapping[str, str] | None = None
+    ) -> AMISettings | None:
+        """The AMI login, or None when no secret is configured (AMI off)."""
+        section = dict(self.ami or ())
+        environ = os.environ if environ is None else environ
+        if not (section.get("secret") or environ.get(SECRET_ENV)):
+            return None
+        return AMISettings.from_config(section, environ)
 
 
 _SECTIONS: Mapping[str, type] = {
     "audiosocket": AudioSocketConfig,
     "pacer": PacerConfig,
     "performance": PerformanceConfig,
+    "session": SessionConfig,
+    "flow": FlowSettings,
+    "recording": RecordingConfig,
+    "prompts": PromptsConfig,
+    "accesslog": AccessLogConfig,
+    "directory": DirectoryConfig,
 }
+# Sections whose keys their owners check: kept as strings.
+_RAW_SECTIONS = ("ami", "door", "directory.gates")
+_GATE_SECTIONS = ("door.",)
 
 
 def _convert(kind: Any, raw: str) -> Any:
@@ -173,12 +259,54 @@ def parse_config(text: str, source: str = "<string>") -> Config:
     except configparser.Error as e:
         raise ConfigError(f"{source}: {e}") from None
     sections: dict[str, Any] = {}
+    door_gates: list[tuple[str, Pairs]] = []
     for name in parser.sections():
-        if name not in _SECTIONS:
-            known = ", ".join(sorted(_SECTIONS))
+        items = tuple((key, value) for key, value in parser[name].items())
+        if name == "ami":
+            sections["ami"] = items or None
+        elif name == "door":
+            sections["door"] = items
+        elif name == "directory.gates":
+            sections["directory_gates"] = items
+        elif name.startswith("door."):
+            door_gates.append((name.removeprefix("door."), items))
+        elif name in _SECTIONS:
+            sections[name] = _section(_SECTIONS[name], name, parser[name], source)
+        else:
+            known = ", ".join(sorted([*_SECTIONS, *_RAW_SECTIONS, "door.<gate>"]))
             raise ConfigError(f"{source}: unknown section [{name}] (known: {known})")
-        sections[name] = _section(_SECTIONS[name], name, parser[name], source)
-    return Config(path=source, **sections)
+    config = Config(path=source, door_gates=tuple(door_gates), **sections)
+    _check_owned_sections(config, source)
+    return config
+
+
+def _check_owned_sections(config: Config, source: str) -> None:
+    """Let each owner refuse its section now, at start, not on the first call."""
+    try:
+        if config.ami is not None:
+            section = dict(config.ami)
+            # Checked with a stand-in secret: it may come from the environment.
+            section["secret"] = section.get("secret") or "checked-at-start"
+            AMISettings.from_config(section, {})
+    except AMISettingsError as e:
+        raise ConfigError(f"{source}: {e}") from None
+    for gate, items in (("", config.door), *config.door_gates):
+        name = f"door.{gate}" if gate else "door"
+        try:
+            door_opener_from_section(
+                dict(items), reactor=_NO_REACTOR, environ={}, name=name
+            )
+        except DoorSettingsError as e:
+            raise ConfigError(f"{source}: {e}") from None
+        except Exception:
+            pass
+
+
+class _NoReactor:
+    """Stands in for the reactor while a door section is only being checked."""
+
+
+_NO_REACTOR = _NoReactor()
 
 
 def load_config(path: str | Path | None) -> Config:

@@ -67,4 +67,8 @@ class Options(usage.Options):
 
 
 def makeService(options: Options) -> IService:
-    return service.makeService(options["gatekeeper_config"])
+    try:
+        return service.makeService(options["gatekeeper_config"])
+    except ConfigError as e:
+        # A clean one-line refusal, not a traceback, and a failing exit code.
+        raise SystemExit(f"gatekeeper: cannot start: {e}") from None

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import itertools
 import statistics
+import uuid
+from pathlib import Path
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
@@ -56,7 +58,7 @@ class EchoServiceTests(TestCase):
     @inlineCallbacks
     def setUp(self):  # type: ignore[no-untyped-def]
         config = parse_config(
-            "[audiosocket]\nlisten = tcp:0:interface=127.0.0.1\n"
+            "[audiosocket]\nlisten = tcp:0:interface=127.0.0.1\napp = echo\n"
             "[performance]\nlean_poll = yes\ndirect_send = yes\n"
         )
         self.service = makeService(config, reactor)
@@ -101,3 +103,47 @@ class EchoServiceTests(TestCase):
         kinds = [f.kind for _, f in client.received]
         self.assertEqual(kinds[-1], Kind.HANGUP)
         self.assertIn(Kind.SLIN, kinds)  # silence kept the call alive meanwhile
+
+
+class VisitServiceTests(TestCase):
+    """The doorman's tree, with AMI off, over real TCP and a real SQLite file."""
+
+    @inlineCallbacks
+    def setUp(self):  # type: ignore[no-untyped-def]
+        base = Path(self.mktemp())
+        base.mkdir()
+        (base / "residents.csv").write_text("apartment,name,extensions\n101,Ana,1011\n")
+        self.database = base / "visits.sqlite3"
+        config = parse_config(
+            "[audiosocket]\nlisten = tcp:0:interface=127.0.0.1\n"
+            f"[directory]\nfile = {base / 'residents.csv'}\n"
+            f"[accesslog]\ndatabase = {self.database}\n"
+            f"[recording]\ndirectory = {base / 'rec'}\n"
+            "[performance]\nlean_poll = no\n"
+        )
+        self.service = makeService(config, reactor)
+        self.service.startService()
+        self.addCleanup(self.service.stopService)
+        port = yield self.service.getServiceNamed("audiosocket").when_listening()
+        self.endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port)
+
+    @inlineCallbacks
+    def test_visit_without_ami(self):  # type: ignore[no-untyped-def]
+        """A visitor with AMI down is greeted, asked, told residents are unreachable,
+        and the visit is on record in SQLite before the call ends."""
+        call = uuid.uuid4()
+        frames = [encode(Kind.UUID, call.bytes)]
+        frames += [encode(Kind.DTMF, d.encode()) for d in "101#"]
+        frames += [encode(Kind.SLIN, bytes(320))] * 400  # 8 s of a silent caller
+        visitor = AsteriskLike(frames)
+        yield connectProtocol(self.endpoint, visitor)
+        yield visitor.closed
+        kinds = [f.kind for _, f in visitor.received]
+        self.assertEqual(kinds[-1], Kind.HANGUP)
+        log = self.service.getServiceNamed("accesslog")
+        record = yield log.get(str(call))
+        self.assertEqual(record.outcome, "resident_unreachable")
+        self.assertEqual(record.apartment, "101")
+        audio = b"".join(f.payload for _, f in visitor.received if f.kind is Kind.SLIN)
+        # Greeting, question, "say your name", beep, "calling", "cannot reach", goodbye.
+        self.assertGreater(len(audio), 8000 * 2 * 5)

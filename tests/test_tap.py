@@ -62,9 +62,22 @@ class OptionsTests(SynchronousTestCase):
 
     def test_make_service(self) -> None:
         """makeService builds the tree with the AudioSocket listener in it."""
-        service = makeService(self.parse("--listen", "tcp:0:interface=127.0.0.1"))
+        service = makeService(
+            self.parse("--listen", "tcp:0:interface=127.0.0.1", "--app", "echo")
+        )
         self.assertIsInstance(service, MultiService)
         self.assertIsNotNone(service.getServiceNamed("audiosocket"))  # type: ignore[attr-defined]
+
+
+    def test_cannot_start_cleanly(self) -> None:
+        """A visit app whose directory is missing stops with one clear line."""
+        path = Path(self.mktemp())
+        path.write_text("[directory]\nfile = /nonexistent/residents.csv\n")
+        error = self.assertRaises(
+            SystemExit, makeService, self.parse("--config", str(path))
+        )
+        self.assertIn("/nonexistent/residents.csv", str(error))
+        self.assertIn("[directory] file", str(error))
 
 
 class PluginTests(SynchronousTestCase):
