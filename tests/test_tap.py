@@ -68,7 +68,6 @@ class OptionsTests(SynchronousTestCase):
         self.assertIsInstance(service, MultiService)
         self.assertIsNotNone(service.getServiceNamed("audiosocket"))  # type: ignore[attr-defined]
 
-
     def test_cannot_start_cleanly(self) -> None:
         """A visit app whose directory is missing stops with one clear line."""
         path = Path(self.mktemp())
