@@ -39,6 +39,7 @@ from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from gatekeeper.session.callpair import Outcome
 from gatekeeper.session.uuids import canonical_uuid
 
 __all__ = [
@@ -58,17 +59,7 @@ _T = TypeVar("_T")
 #: The outcomes the visit flow is expected to record.  The log itself accepts
 #: any slug (a new outcome must not lose a visit record); this list is what
 #: the web API offers as filters.
-OUTCOMES: tuple[str, ...] = (
-    "allowed",
-    "denied",
-    "no_answer",
-    "busy",
-    "visitor_left",
-    "visitor_lost",
-    "resident_lost",
-    "resident_unreachable",
-    "failed",
-)
+OUTCOMES: tuple[str, ...] = tuple(outcome.value for outcome in Outcome)
 
 #: Largest page :meth:`AccessLog.query` returns: bounds the work one web
 #: request can ask of the database thread.

@@ -27,6 +27,8 @@ from typing import TypeAlias
 
 from attrs import define, field, frozen, validators
 
+from gatekeeper.session.callpair import Outcome
+
 __all__ = [
     "BEEP",
     "VISITOR_NAME",
@@ -107,15 +109,14 @@ class DialResult(enum.StrEnum):
 
 _KEYS = {"1": Decision.ALLOW, "2": Decision.DENY, "3": Decision.TALK}
 
-# Outcomes written to the visit record (slugs, as the access log stores them).
-ALLOWED = "allowed"
-DENIED = "denied"
-NO_ANSWER = "no_answer"
-BUSY = "busy"
-UNKNOWN_APARTMENT = "unknown_apartment"
-NO_APARTMENT = "no_apartment"
-RESIDENTS_UNREACHABLE = "resident_unreachable"
-VISITOR_LEFT = "visitor_left"
+# Outcomes written to the visit record: the session's Outcome slugs.
+ALLOWED = Outcome.ALLOWED.value
+DENIED = Outcome.DENIED.value
+NO_ANSWER = Outcome.NO_ANSWER.value
+BUSY = Outcome.BUSY.value
+UNKNOWN_APARTMENT = Outcome.UNKNOWN_APARTMENT.value
+RESIDENTS_UNREACHABLE = Outcome.RESIDENT_UNREACHABLE.value
+VISITOR_LEFT = Outcome.VISITOR_LEFT.value
 
 
 @frozen
@@ -344,7 +345,6 @@ _TOLD = {
     NO_ANSWER: ("resident_not_answering", "goodbye"),
     BUSY: ("resident_not_answering", "goodbye"),
     UNKNOWN_APARTMENT: ("invalid_apartment", "goodbye"),
-    NO_APARTMENT: ("goodbye",),
     RESIDENTS_UNREACHABLE: ("residents_unreachable", "goodbye"),
     VISITOR_LEFT: (),
 }

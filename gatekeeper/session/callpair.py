@@ -97,8 +97,11 @@ class Outcome(enum.StrEnum):
     # A leg dropped and did not come back within the grace period.
     VISITOR_LOST = "visitor_lost"
     RESIDENT_LOST = "resident_lost"
-    # The resident's leg did not arrive by the deadline of ``expect_resident``.
+    # The resident's leg did not arrive by the deadline of ``expect_resident``,
+    # or the dialer could not ring anyone (AMI down).
     RESIDENT_UNREACHABLE = "resident_unreachable"
+    # The visitor never gave an apartment the directory knows.
+    UNKNOWN_APARTMENT = "unknown_apartment"
     FAILED = "failed"
     SHUTDOWN = "shutdown"
 

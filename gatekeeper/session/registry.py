@@ -482,13 +482,7 @@ class SessionRegistry(service.Service):
         if pair is None or pair.resident is None:
             return False
         leg = pair.resident
-        grace, leg._grace = leg._grace, None
-        if grace is not None and grace.active():
-            grace.cancel()
-        if leg.state is LegState.LIVE:
-            self._send_hang_up(leg)
-        elif leg.state is LegState.DROPPED:
-            leg.state = LegState.CLOSED
+        self._retire(leg)
         pair.resident = None
         pair.state = PairState.VISITOR
         self.counters.residents_released += 1
@@ -656,6 +650,16 @@ class SessionRegistry(service.Service):
         )
         self._end(pair, Outcome.FAILED)
 
+    def _retire(self, leg: Leg) -> None:
+        """Done with this leg: stop its grace period, hang it up if it is live."""
+        grace, leg._grace = leg._grace, None
+        if grace is not None and grace.active():
+            grace.cancel()
+        if leg.state is LegState.LIVE:
+            self._send_hang_up(leg)
+        elif leg.state is LegState.DROPPED:
+            leg.state = LegState.CLOSED
+
     def _send_hang_up(self, leg: Leg) -> None:
         leg.state = LegState.HANGING_UP
         connection = leg.connection
@@ -693,13 +697,7 @@ class SessionRegistry(service.Service):
         call_uuid = pair.call_uuid
         del self._pairs[call_uuid]
         for leg in pair.legs:
-            grace, leg._grace = leg._grace, None
-            if grace is not None and grace.active():
-                grace.cancel()
-            if leg.state is LegState.LIVE:
-                self._send_hang_up(leg)
-            elif leg.state is LegState.DROPPED:
-                leg.state = LegState.CLOSED
+            self._retire(leg)
         self._forget_old(now)
         if self.remember_ended > 0:
             self._ended[call_uuid] = (now, outcome)
