@@ -33,14 +33,16 @@ epollreactor.install()
 
 from twisted.internet import reactor  # noqa: E402
 from twisted.internet.defer import Deferred, DeferredList  # noqa: E402
-from twisted.internet.protocol import Factory, Protocol  # noqa: E402
+from twisted.internet.protocol import ClientFactory, Protocol  # noqa: E402
 from zope.interface import implementer  # noqa: E402
 
 from gatekeeper.audiosocket.interfaces import IAudioSocketLeg  # noqa: E402
 from gatekeeper.audiosocket.wire import Kind, encode_audio  # noqa: E402
+from gatekeeper.config import Config  # noqa: E402
 from gatekeeper.fastpath import direct_writer, install_fast_poll  # noqa: E402
 from gatekeeper.media.pacer import Pacer, PlaybackInterrupted  # noqa: E402
 from gatekeeper.media.prompts import PromptLibrary  # noqa: E402
+from gatekeeper.service import make_pacer  # noqa: E402
 
 
 def drain(port_file: str) -> None:
@@ -88,14 +90,17 @@ class Leg(Protocol):
         self.factory.ready(self)  # type: ignore[attr-defined]
 
     def send_audio(self, kind: Kind, payload: bytes) -> bool:
-        self._write(encode_audio(kind, payload))
+        return self.send_frame(encode_audio(kind, payload))
+
+    def send_frame(self, frame: bytes) -> bool:
+        self._write(frame)
         return True
 
     def hang_up(self) -> None:
         self.transport.loseConnection()
 
 
-class LegFactory(Factory):
+class LegFactory(ClientFactory):
     protocol = Leg
     noisy = False
 
@@ -162,7 +167,7 @@ def _sleep(seconds: float) -> Deferred[None]:
 
 
 async def main_async(args: argparse.Namespace, port: int) -> None:
-    pacer = Pacer(reactor)
+    pacer = make_pacer(Config(), reactor)  # the server's defaults
     pcm = PromptLibrary.load().pcm("greeting", 8000)
     print(
         f"{'legs':>6} {'frames/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} "

@@ -93,6 +93,9 @@ class PacerConfig:
     slots: int = field(default=20, validator=[validators.ge(1), validators.le(1000)])
     max_catchup: int = field(default=2, validator=[validators.ge(1), validators.le(50)])
     echo_queue_seconds: float = field(default=1.0, validator=validators.gt(0))
+    # Milliseconds a slot may be served early: the reactor's timers wake in
+    # whole milliseconds, so this keeps frames centred on their deadlines.
+    lead_ms: float = field(default=0.5, validator=[validators.ge(0), validators.lt(1)])
 
 
 @frozen

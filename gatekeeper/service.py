@@ -62,6 +62,7 @@ def make_pacer(config: Config, clock: IReactorTime) -> Pacer:
         slots=config.pacer.slots,
         max_catchup=config.pacer.max_catchup,
         max_queued_seconds=config.pacer.echo_queue_seconds,
+        lead=config.pacer.lead_ms / 1000,
     )
 
 

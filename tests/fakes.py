@@ -29,6 +29,9 @@ class FakeLeg:
         self.sent.append((self.clock.seconds(), kind, payload))
         return True
 
+    def send_frame(self, frame: bytes) -> bool:
+        return self.send_audio(Kind(frame[0]), bytes(frame[3:]))
+
     def hang_up(self) -> None:
         self.hung_up = True
         self.connected = False

@@ -46,6 +46,16 @@ class IAudioSocketLeg(Interface):
         gone or the peer stopped reading (its send buffer is full).
         """
 
+    def send_frame(frame: bytes) -> bool:
+        """
+        Send one whole, already encoded audio frame, as one write.
+
+        The pacer's path: it builds each frame from a header made once by
+        :func:`~gatekeeper.audiosocket.wire.encode_audio`, so the frame is
+        valid by construction and is not checked again per frame.  Returns
+        False when the frame was dropped, as ``send_audio`` does.
+        """
+
     def hang_up() -> None:
         """Send a hang-up frame and close; Asterisk's dialplan continues."""
 

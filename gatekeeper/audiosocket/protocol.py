@@ -261,10 +261,13 @@ class AudioSocketProtocol(Protocol, TimeoutMixin):
     # -- outbound (IAudioSocketLeg) -------------------------------------
 
     def send_audio(self, kind: Kind, payload: bytes) -> bool:
+        return self.send_frame(encode_audio(kind, payload))
+
+    def send_frame(self, frame: bytes) -> bool:
         if self._closing or not self._writable:
             self.frames_dropped += 1
             return False
-        self._write(encode_audio(kind, payload))
+        self._write(frame)
         return True
 
     def hang_up(self) -> None:

@@ -29,7 +29,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
 from gatekeeper.audiosocket.interfaces import IAudioSocketLeg
-from gatekeeper.audiosocket.wire import Kind
+from gatekeeper.audiosocket.wire import Kind, encode_audio
 
 __all__ = [
     "LatenessHistogram",
@@ -102,7 +102,12 @@ class OutboundStream:
     """
     One leg's outbound audio: a queue the pacer drains a frame per tick.
 
-    Audio is raw signed 16-bit little-endian PCM at :attr:`kind`'s rate.
+    Audio is raw signed 16-bit little-endian PCM at :attr:`kind`'s rate.  The
+    queue holds the caller's buffers as they are (a prompt's PCM is shared,
+    never copied in); each tick's frame is the stream's header, made once by
+    :func:`~gatekeeper.audiosocket.wire.encode_audio` for the kind and frame
+    size, plus the next slice, so every frame is valid by construction and
+    goes out with one ``send_frame``.
     """
 
     def __init__(
@@ -113,11 +118,13 @@ class OutboundStream:
         self.max_queued = max_queued
         self.slot = -1
         self.overflowed_bytes = 0
-        self._queue = bytearray()
-        self._read = 0  # offset of the next unsent byte in _queue
+        self._chunks: deque[memoryview] = deque()
+        self._offset = 0  # into the first chunk
+        self._queued = 0  # bytes not yet sent
         self._sent_total = 0  # bytes of queued audio sent since attach
         self._queued_total = 0  # bytes of audio ever queued since attach
         self._plays: deque[tuple[int, Deferred[None]]] = deque()
+        self._send_frame = leg.send_frame
         self.kind = kind
 
     @property
@@ -127,12 +134,14 @@ class OutboundStream:
     @kind.setter
     def kind(self, kind: Kind) -> None:
         self._kind = kind
-        self.frame_bytes = kind.frame_bytes
-        self._silence = bytes(self.frame_bytes)
+        self.frame_bytes = size = kind.frame_bytes
+        silence_frame = encode_audio(kind, bytes(size))
+        self._header = silence_frame[:3]
+        self._silence_frame = silence_frame
 
     @property
     def queued_bytes(self) -> int:
-        return len(self._queue) - self._read
+        return self._queued
 
     def enqueue(self, pcm: bytes) -> None:
         """
@@ -141,7 +150,7 @@ class OutboundStream:
         Bounded by ``max_queued``: audio that would go past it is dropped and
         counted, so a stalled or flooding peer cannot grow our memory.
         """
-        room = self.max_queued - self.queued_bytes
+        room = self.max_queued - self._queued
         if len(pcm) > room:
             self.overflowed_bytes += len(pcm) - max(room, 0)
             pcm = pcm[: max(room, 0)]
@@ -166,41 +175,52 @@ class OutboundStream:
 
     def _append(self, pcm: bytes) -> None:
         if pcm:
-            self._queue += pcm
+            self._chunks.append(memoryview(pcm).cast("B"))
+            self._queued += len(pcm)
             self._queued_total += len(pcm)
 
     def _drop(self, why: Exception) -> None:
         self._sent_total = self._queued_total
-        self._queue.clear()
-        self._read = 0
+        self._chunks.clear()
+        self._offset = 0
+        self._queued = 0
         plays, self._plays = self._plays, deque()
         for _, done in plays:
             done.errback(why)
 
     def _send_next(self) -> None:
         """Send this tick's frame: queued audio, padded with silence if short."""
-        size = self.frame_bytes
-        read = self._read
-        available = len(self._queue) - read
-        if not available:
-            self.leg.send_audio(self._kind, self._silence)
+        if not self._queued:
+            self._send_frame(self._silence_frame)
             return
-        if available >= size:
-            payload = bytes(self._queue[read : read + size])
-            sent = size
+        size = self.frame_bytes
+        chunks = self._chunks
+        head = chunks[0]
+        offset = self._offset
+        end = offset + size
+        if end < len(head):  # the common case: a frame from inside one buffer
+            frame = self._header + head[offset:end]
+            self._offset = end
+            taken = size
         else:
-            payload = bytes(self._queue[read:]) + self._silence[available:]
-            sent = available
-        read += sent
-        self._sent_total += sent
-        if read == len(self._queue):
-            self._queue.clear()
-            read = 0
-        elif read > 65536:
-            del self._queue[:read]
-            read = 0
-        self._read = read
-        self.leg.send_audio(self._kind, payload)
+            parts = [self._header]
+            taken = 0
+            while taken < size and chunks:
+                head = chunks[0]
+                piece = head[offset : offset + size - taken]
+                parts.append(piece)
+                taken += len(piece)
+                offset += len(piece)
+                if offset >= len(head):
+                    chunks.popleft()
+                    offset = 0
+            self._offset = offset
+            if taken < size:
+                parts.append(self._silence_frame[3 + taken :])
+            frame = b"".join(parts)
+        self._queued -= taken
+        self._sent_total += taken
+        self._send_frame(frame)
         plays = self._plays
         while plays and plays[0][0] <= self._sent_total:
             plays.popleft()[1].callback(None)
@@ -218,9 +238,16 @@ class Pacer:
         slots: int = 20,
         max_catchup: int = 2,
         max_queued_seconds: float = 1.0,
+        lead: float = 0.0,
     ) -> None:
         if slots < 1 or max_catchup < 1 or interval <= 0:
             raise ValueError("interval, slots and max_catchup must be positive")
+        if not 0 <= lead < interval / slots:
+            raise ValueError("lead must be at least 0 and shorter than a slot")
+        # epoll waits whole milliseconds, rounded up, so a timer armed for a
+        # deadline fires up to 1 ms after it; arming it ``lead`` early and
+        # serving every slot due within ``lead`` centres the error on zero.
+        self.lead = lead
         self.clock = clock
         self.interval = interval
         self.max_catchup = max_catchup
@@ -284,7 +311,9 @@ class Pacer:
                 break
             j += 1
         self._next = j
-        self._call = self.clock.callLater(max(0.0, self._deadline(j) - now), self._tick)
+        self._call = self.clock.callLater(
+            max(0.0, self._deadline(j) - self.lead - now), self._tick
+        )
 
     def _tick(self) -> None:
         self._call = None
@@ -311,7 +340,7 @@ class Pacer:
         sent = 0
         self._ticking = True
         try:
-            while self._deadline(j) <= now + _EPSILON:
+            while self._deadline(j) <= now + self.lead + _EPSILON:
                 streams = slots[j % n]
                 if streams:
                     lateness.observe(max(0.0, now - self._deadline(j)), len(streams))

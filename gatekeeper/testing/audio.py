@@ -57,6 +57,7 @@ _MARK = (23130, -15420, 11633)
 _MARK_BYTES = struct.pack("<3h", *_MARK)
 _TAG = struct.Struct("<3hHH")
 _PROBE_SAMPLES = 24
+_NAME_GAP = 4000  # bytes (a quarter second at 8 kHz) between two hearings of a name
 
 
 def write_synthetic_prompts(
@@ -165,6 +166,7 @@ class SoundSpotter:
         self._total = 0  # bytes fed so far
         self._last: dict[str, int] = {}  # sound -> start offset of its last occurrence
         self._last_name: int | None = None
+        self._last_tag_at = -(1 << 30)
         self.heard: list[Heard] = []
         self.signatures: dict[int, int] = {}
 
@@ -188,9 +190,14 @@ class SoundSpotter:
         if self._signatures:
             for visitor, count in find_signatures(window[len(self._tail) :]).items():
                 self.signatures[visitor] = self.signatures.get(visitor, 0) + count
-                if self._last_name != visitor:
-                    self._last_name = visitor
+                # A new occurrence: another voice, or the same after a pause.
+                if (
+                    self._last_name != visitor
+                    or self._total - self._last_tag_at > _NAME_GAP
+                ):
                     new.append(Heard(f"name:{visitor}", at, self._total))
+                self._last_name = visitor
+                self._last_tag_at = self._total
         new.sort(key=lambda h: h.offset)
         self.heard.extend(new)
         self._total += len(pcm)

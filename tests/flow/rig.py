@@ -96,6 +96,9 @@ class FakeConnection:
         self.frames.append((kind, payload))
         return True
 
+    def send_frame(self, frame: bytes) -> bool:
+        return self.send_audio(Kind(frame[0]), bytes(frame[3:]))
+
     def hang_up(self) -> None:
         self.hung_up = True
         self.clock.callLater(0, self.close)

@@ -127,6 +127,24 @@ class PacingTests(SynchronousTestCase):
         self.assertAlmostEqual(pacer.lateness.max, 0.003)
 
 
+    def test_lead(self) -> None:
+        """With a lead, the timer wakes that much early and serves the due slot."""
+        clock = Clock()
+        pacer = Pacer(clock, lead=0.0005)
+        leg = FakeLeg(clock)
+        pacer.attach(leg)
+        clock.advance(0)
+        self.assertAlmostEqual(clock.getDelayedCalls()[0].getTime(), 0.0195)
+        clock.advance(0.0195)
+        self.assertEqual(leg.times, [0.0, 0.0195])
+        self.assertEqual(pacer.lateness.max, 0.0)
+
+    def test_lead_bounds(self) -> None:
+        """A lead as long as a slot would serve slots out of turn: refused."""
+        self.assertRaises(ValueError, Pacer, Clock(), lead=0.001)
+        self.assertRaises(ValueError, Pacer, Clock(), lead=-0.1)
+
+
 class StreamTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.clock = Clock()

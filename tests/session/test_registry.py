@@ -77,6 +77,9 @@ class FakeConnection:
         self.sent.append((kind, payload))
         return True
 
+    def send_frame(self, frame: bytes) -> bool:
+        return self.send_audio(Kind(frame[0]), bytes(frame[3:]))
+
     def hang_up(self) -> None:
         self.hang_ups += 1
 
