@@ -141,6 +141,8 @@ def _optional_time(instance: object, attribute: Any, value: object) -> None:
 # Names, channels and references end up in log lines, AMI actions and file
 # names: printable, no whitespace or control characters, bounded.
 _TOKEN = re.compile(r"[^\s\x00-\x1f\x7f]{1,128}")
+# A file path or store key: as long as a path may be, still without blanks.
+_REFERENCE = re.compile(r"[^\s\x00-\x1f\x7f]{1,1024}")
 _APARTMENT = re.compile(r"[0-9A-Za-z][0-9A-Za-z._-]{0,31}")
 _PHASE = re.compile(r"[a-z][a-z0-9_]{0,31}")
 
@@ -217,7 +219,7 @@ class VisitContext:
     visitor_channel: str | None = field(default=None, validator=_token(_TOKEN))
     apartment: str | None = field(default=None, validator=_token(_APARTMENT))
     # Where the visitor's recorded name is (a path or a store key).
-    recording: str | None = field(default=None, validator=_token(_TOKEN))
+    recording: str | None = field(default=None, validator=_token(_REFERENCE))
     # Tuples rather than lists: replaced whole, so every change is validated,
     # and an idle pair shares the one empty tuple.
     phases: tuple[tuple[str, float], ...] = field(default=(), validator=_phases)
