@@ -147,3 +147,28 @@ class VisitServiceTests(TestCase):
         audio = b"".join(f.payload for _, f in visitor.received if f.kind is Kind.SLIN)
         # Greeting, question, "say your name", beep, "calling", "cannot reach", goodbye.
         self.assertGreater(len(audio), 8000 * 2 * 5)
+
+
+class ReloadTests(TestCase):
+    @inlineCallbacks
+    def test_sighup_reloads_directory(self):  # type: ignore[no-untyped-def]
+        """SIGHUP reloads the residents directory without restarting anything."""
+        import os
+        import signal
+
+        from gatekeeper.directory import DirectoryService
+        from gatekeeper.service import _ReloadOnHangup
+
+        path = Path(self.mktemp())
+        path.write_text("apartment,name,extensions\n101,Ana,1011\n")
+        directory = DirectoryService(str(path))
+        service = _ReloadOnHangup(directory)
+        service.startService()
+        self.addCleanup(service.stopService)
+        path.write_text("apartment,name,extensions\n101,Ana,1011\n202,Bia,2021\n")
+        os.kill(os.getpid(), signal.SIGHUP)
+        for _ in range(50):
+            if directory.for_gate(None).lookup("202") is not None:
+                break
+            yield deferLater(reactor, 0.02, lambda: None)
+        self.assertIsNotNone(directory.for_gate(None).lookup("202"))

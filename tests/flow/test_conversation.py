@@ -217,3 +217,78 @@ class VisitTests(SynchronousTestCase):
         self.finish()
         self.assertEqual(rig.log.records[0].outcome, "denied")
         self.assertEqual(visitor.heard()[-2:], ["access_denied", "goodbye"])
+
+
+class MorePathsTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.rig = Rig(Path(self.mktemp() + "-residents.csv"))
+
+    def finish(self) -> None:
+        self.rig.run(3)
+        self.assertEqual(len(self.rig.registry), 0)
+        self.assertEqual(self.rig.clock.getDelayedCalls(), [])
+
+    def test_concierge_fallback(self) -> None:
+        """Nobody at the apartment answers: the concierge picks up and allows."""
+        rig = self.rig
+        rig.to_resident()
+        rig.dialer.answer("1011", DialOutcome.NO_ANSWER)
+        rig.dialer.answer("1012", DialOutcome.NO_ANSWER)
+        self.assertEqual(rig.dialer.rung, ["1011", "1012", "9000"])
+        rig.dialer.answer("9000")
+        concierge = rig.connect("127.0.0.1:9")
+        rig.run(2.5)
+        concierge.press("1")
+        self.finish()
+        (record,) = rig.log.records
+        self.assertEqual(record.outcome, "allowed")
+        self.assertEqual(record.extensions_tried, ("1011", "1012", "9000"))
+
+    def visitor_leaves(self, reach: str) -> list[str]:
+        """Bring a visit to ``reach``, then the visitor hangs up (AMI says so)."""
+        rig = self.rig
+        visitor = rig.connect()
+        rig.run(0.3)
+        resident = None
+        if reach != "apartment":
+            visitor.press("101#")
+            rig.run(0.5)
+        if reach not in ("apartment", "recording"):
+            rig.speak(visitor)
+        if reach in ("deciding", "talking"):
+            rig.dialer.answer("1011")
+            resident = rig.connect("127.0.0.1:2")
+            rig.run(2.5)
+        if reach == "talking":
+            assert resident is not None
+            resident.press("3")
+            rig.run(0.2)
+        visitor.close()
+        assert rig.dialer.visitor_gone is not None
+        rig.dialer.visitor_gone.callback(True)
+        self.finish()
+        self.assertEqual(rig.door.opened, [])
+        return [r.outcome for r in rig.log.records]
+
+    def test_visitor_leaves_in_each_phase(self) -> None:
+        """Whatever the phase, a visitor who hangs up ends the visit as visitor_left."""
+        for reach in ("apartment", "recording", "calling", "deciding"):
+            self.rig = Rig(Path(self.mktemp() + "-residents.csv"))
+            self.assertEqual(self.visitor_leaves(reach), ["visitor_left"], reach)
+
+    def test_visitor_leaves_while_talking(self) -> None:
+        """A visitor hanging up during talk ends the visit; nobody opens the door."""
+        self.assertEqual(self.visitor_leaves("talking"), ["visitor_left"])
+
+    def test_resident_told_visitor_left(self) -> None:
+        """The resident deciding when the visitor leaves hears that the visitor left."""
+        rig = self.rig
+        visitor = rig.to_resident()
+        rig.dialer.answer("1011")
+        resident = rig.connect("127.0.0.1:2")
+        rig.run(2.5)
+        visitor.close()
+        assert rig.dialer.visitor_gone is not None
+        rig.dialer.visitor_gone.callback(True)
+        self.finish()
+        self.assertEqual(resident.heard()[-1], "visitor_left")
