@@ -27,6 +27,7 @@ from twisted.internet.endpoints import serverFromString
 from gatekeeper.dialer.settings import SECRET_ENV, AMISettings, AMISettingsError
 from gatekeeper.door.settings import DoorSettingsError, door_opener_from_section
 from gatekeeper.flow.machine import FlowSettings
+from gatekeeper.web.settings import WebConfig
 
 __all__ = [
     "AudioSocketConfig",
@@ -163,6 +164,7 @@ class Config:
     prompts: PromptsConfig = field(factory=PromptsConfig)
     accesslog: AccessLogConfig = field(factory=AccessLogConfig)
     directory: DirectoryConfig = field(factory=DirectoryConfig)
+    web: WebConfig = field(factory=WebConfig)
     # Sections parsed by their owners (gate names to files, the AMI login,
     # the door opener), kept as the file's strings and checked at load.
     directory_gates: Pairs = ()
@@ -191,6 +193,7 @@ _SECTIONS: Mapping[str, type] = {
     "prompts": PromptsConfig,
     "accesslog": AccessLogConfig,
     "directory": DirectoryConfig,
+    "web": WebConfig,
 }
 # Sections whose keys their owners check: kept as strings.
 _RAW_SECTIONS = ("ami", "door", "directory.gates")

@@ -39,6 +39,10 @@ from gatekeeper.media.pacer import Pacer
 from gatekeeper.media.prompts import PromptError, PromptLibrary
 from gatekeeper.media.vad import VadSettings
 from gatekeeper.session.registry import SessionRegistry
+from gatekeeper.web.metrics import CountingDoorOpener, DoorCounts
+from gatekeeper.web.retention import make_recordings_retention
+from gatekeeper.web.service import make_web_service
+from gatekeeper.web.settings import WebSettingsError
 
 __all__ = ["AudioSocketService", "makeService", "make_pacer", "make_policy"]
 
@@ -157,6 +161,15 @@ def _visit_tree(
     if dialer is not None:
         dialer.setName("ami")
         dialer.setServiceParent(top)
+    doors = DoorCounts()
+    door = CountingDoorOpener(make_door(config, reactor, dialer), doors)
+    if config.accesslog.retention_days > 0:
+        # Recordings follow the visits' retention, whether the web is on or not.
+        make_recordings_retention(
+            config.recording.directory,
+            config.accesslog.retention_days * 86400,
+            reactor,
+        ).setServiceParent(top)
     registry = SessionRegistry(
         reactor,  # type: ignore[arg-type]
         grace_period=config.session.grace_period,
@@ -168,7 +181,7 @@ def _visit_tree(
         prompts=make_prompts(config),
         directory=make_directory(config),
         access_log=access_log,
-        door=make_door(config, reactor, dialer),
+        door=door,
         dialer=dialer,
         registry=registry,
         recordings=Path(config.recording.directory),
@@ -186,6 +199,23 @@ def _visit_tree(
     registry.setName("registry")
     registry.setServiceParent(top)
     _ReloadOnHangup(services.directory).setServiceParent(top)
+    try:
+        web = make_web_service(
+            config.web,
+            reactor=reactor,
+            registry=registry,
+            access_log=access_log,
+            recordings=Path(config.recording.directory),
+            listener=listener,
+            dialer=dialer,
+            pacer=pacer,
+            doors=doors,
+        )
+    except WebSettingsError as e:
+        raise ConfigError(f"{config.path}: {e}") from None
+    if web is not None:
+        web.setName("web")
+        web.setServiceParent(top)
 
 
 def make_access_log(config: Config, reactor: IReactorCore) -> AccessLog:
