@@ -204,6 +204,17 @@ class FrameDecoder:
         if self._failed is not None:
             raise self._failed
         buffer = self._buffer
+        if not buffer and len(data) > 3:
+            # The usual read: exactly one audio frame, as Asterisk writes them.
+            # Decoded straight from ``data``, with no copy into the buffer.
+            kind = _KIND_BY_BYTE[data[0]]
+            length = (data[1] << 8) | data[2]
+            if (
+                len(data) == 3 + length
+                and kind in _SAMPLE_RATES
+                and length <= self.max_payload
+            ):
+                return [Frame(kind, data[3:])]
         buffer += data
         offset = self._offset
         end = len(buffer)

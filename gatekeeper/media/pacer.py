@@ -118,7 +118,7 @@ class OutboundStream:
         self.max_queued = max_queued
         self.slot = -1
         self.overflowed_bytes = 0
-        self._chunks: deque[memoryview] = deque()
+        self._chunks: deque[bytes] = deque()
         self._offset = 0  # into the first chunk
         self._queued = 0  # bytes not yet sent
         self._sent_total = 0  # bytes of queued audio sent since attach
@@ -175,7 +175,10 @@ class OutboundStream:
 
     def _append(self, pcm: bytes) -> None:
         if pcm:
-            self._chunks.append(memoryview(pcm).cast("B"))
+            if type(pcm) is not bytes:
+                # Our own copy: the caller may reuse its buffer.
+                pcm = bytes(pcm)
+            self._chunks.append(pcm)
             self._queued += len(pcm)
             self._queued_total += len(pcm)
 
@@ -198,8 +201,16 @@ class OutboundStream:
         head = chunks[0]
         offset = self._offset
         end = offset + size
-        if end < len(head):  # the common case: a frame from inside one buffer
+        length = len(head)
+        if end == length and not offset:  # an echoed frame: the buffer whole
+            frame = self._header + head
+            chunks.popleft()
+            taken = size
+        elif end <= length:  # a prompt: the next slice of one buffer
             frame = self._header + head[offset:end]
+            if end == length:
+                chunks.popleft()
+                end = 0
             self._offset = end
             taken = size
         else:
