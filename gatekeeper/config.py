@@ -197,7 +197,6 @@ _SECTIONS: Mapping[str, type] = {
 }
 # Sections whose keys their owners check: kept as strings.
 _RAW_SECTIONS = ("ami", "door", "directory.gates")
-_GATE_SECTIONS = ("door.",)
 
 
 def _convert(kind: Any, raw: str) -> Any:
