@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PORT   ?= 9092
 
-.PHONY: run test trial pytest lint bench clean
+.PHONY: run demo test trial pytest lint bench clean
 
 $(BIN)/twist: setup.cfg pyproject.toml $(shell find gatekeeper twisted_plugins -type f -not -name '*.pyc' -not -path '*/__pycache__/*')
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,11 @@ $(BIN)/twist: setup.cfg pyproject.toml $(shell find gatekeeper twisted_plugins -
 # 127.0.0.1:$(PORT), AMI off.  ARGS='--app echo' for the echo application.
 run: $(BIN)/twist
 	$(BIN)/twist gatekeeper --listen tcp:$(PORT):interface=127.0.0.1 $(ARGS)
+
+# One visit from gate to door against a simulated Asterisk (about 20 s, no PBX),
+# printed as a timeline of both legs and the visit's access-log row.
+demo: $(BIN)/twist
+	$(BIN)/gatekeeper-sim demo $(ARGS)
 
 # The whole suite, under trial and under pytest (it is written for both).
 test: $(BIN)/twist

@@ -23,8 +23,10 @@ from typing import Any
 import attrs
 from attrs import field, frozen, validators
 from twisted.internet.endpoints import serverFromString
+from zope.interface import implementer
 
 from gatekeeper.dialer.settings import SECRET_ENV, AMISettings, AMISettingsError
+from gatekeeper.door.interfaces import IDTMFPlayer
 from gatekeeper.door.settings import DoorSettingsError, door_opener_from_section
 from gatekeeper.flow.machine import FlowSettings
 from gatekeeper.web.settings import WebConfig
@@ -295,11 +297,13 @@ def _check_owned_sections(config: Config, source: str) -> None:
             AMISettings.from_config(section, {})
     except AMISettingsError as e:
         raise ConfigError(f"{source}: {e}") from None
+    # The AMI dialer plays a DTMF door's code; stand in for it while checking.
+    player = _NoDTMFPlayer() if config.ami is not None else None
     for gate, items in (("", config.door), *config.door_gates):
         name = f"door.{gate}" if gate else "door"
         try:
             door_opener_from_section(
-                dict(items), reactor=_NO_REACTOR, environ={}, name=name
+                dict(items), reactor=_NO_REACTOR, dtmf_player=player, name=name
             )
         except DoorSettingsError as e:
             raise ConfigError(f"{source}: {e}") from None
@@ -309,6 +313,14 @@ def _check_owned_sections(config: Config, source: str) -> None:
 
 class _NoReactor:
     """Stands in for the reactor while a door section is only being checked."""
+
+
+@implementer(IDTMFPlayer)
+class _NoDTMFPlayer:
+    """Stands in for the AMI dialer while a ``dtmf`` door section is checked."""
+
+    def play_dtmf(self, channel: str, digits: str) -> Any:  # pragma: no cover
+        raise NotImplementedError("only checked at start, never played")
 
 
 _NO_REACTOR = _NoReactor()

@@ -249,6 +249,9 @@ class AudioSocketProtocol(Protocol, TimeoutMixin):
         self.setTimeout(self.factory.policy.idle_timeout)
 
     def _protocol_error(self, problem: str) -> None:
+        if self._closing:
+            # Already hanging up or refused: what follows is not worth a line.
+            return
         self._log.warn(
             "call {call_uuid}: protocol error from {peer}: {problem}; closing",
             call_uuid=self.call_uuid or None,

@@ -49,6 +49,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from gatekeeper.door.interfaces import IDTMFPlayer
 from gatekeeper.session.uuids import InvalidCallUUID, canonical_uuid
 
 from .ami import (
@@ -155,7 +156,7 @@ class _Resident:
 _EXTENSION = re.compile(r"[A-Za-z0-9_+*#.@:\-]+")
 
 
-@implementer(IDialer)
+@implementer(IDialer, IDTMFPlayer)
 class AMIDialer(Service):
     """
     Keeps one logged-in AMI connection to Asterisk and rings residents

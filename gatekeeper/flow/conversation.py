@@ -53,6 +53,10 @@ __all__ = ["Conversation", "ConversationFactory", "VisitServices"]
 
 _ROLES = {Role.VISITOR: m.Role.VISITOR, Role.RESIDENT: m.Role.RESIDENT}
 
+# Seconds without a frame from the visitor, while recording, that count as
+# silence (a phone that suppresses silence sends nothing then).
+_RECORDING_GAP = 0.2
+
 _DIAL_RESULTS = {
     DialOutcome.ANSWERED: m.DialResult.ANSWERED,
     DialOutcome.BUSY: m.DialResult.BUSY,
@@ -83,6 +87,8 @@ class VisitServices:
     record_retries: tuple[float, ...] = (0.5, 1.0, 2.0)
     # How long to wait for the gate's GatekeeperVisit event after the call.
     announce_timeout: float = 10.0
+    # How long the final hang-up waits for AMI to set GK_DONE.
+    done_timeout: float = 1.0
 
 
 class ConversationFactory:
@@ -389,12 +395,35 @@ class Conversation:
         stream = self.streams.get(m.Role.VISITOR)
         rate = stream.kind.sample_rate if stream is not None else 8000
         self.recorder = Recorder(rate, self.services.vad)
+        self._watch_recording()
+
+    def _watch_recording(self) -> None:
+        """
+        Keep the recorder's clock running when no frames come.
+
+        The recorder counts time in the frames it is fed; a phone that
+        suppresses silence sends none while its user is quiet.  A gap longer
+        than a few frames is silence, so it is fed as such.
+        """
+        self._do_CancelTimer(m.CancelTimer("@recording"))
+        self.timers["@recording"] = self.services.clock.callLater(
+            _RECORDING_GAP, self._recording_gap
+        )
+
+    def _recording_gap(self) -> None:
+        self.timers.pop("@recording", None)
+        recorder = self.recorder
+        if recorder is None:
+            return
+        self._record(bytes(int(recorder.sample_rate * _RECORDING_GAP) * 2))
 
     def _record(self, payload: bytes) -> None:
         assert self.recorder is not None
         recording = self.recorder.feed(payload)
         if recording is None:
+            self._watch_recording()
             return
+        self._do_CancelTimer(m.CancelTimer("@recording"))
         self.recorder = None
         path: str | None = None
         if recording.outcome is not RecordingOutcome.NO_SPEECH:
@@ -420,6 +449,7 @@ class Conversation:
 
     def _do_StopRecording(self, command: m.StopRecording) -> None:
         self.recorder = None
+        self._do_CancelTimer(m.CancelTimer("@recording"))
 
     # -- ringing residents ------------------------------------------------------------
 
@@ -576,10 +606,24 @@ class Conversation:
             return
         dialer = self.services.dialer
         channel = self.pair.context.visitor_channel
-        if dialer is not None and channel and getattr(dialer, "connected", False):
-            # So a dialplan that retries AudioSocket() knows this was on purpose.
-            dialer.set_done(channel).addErrback(lambda _: None)
-        self.services.registry.end(self.call_uuid, outcome)
+        if dialer is None or not channel or not getattr(dialer, "connected", False):
+            self.services.registry.end(self.call_uuid, outcome)
+            return
+        # GK_DONE tells a dialplan that retries AudioSocket() that this hang-up
+        # was on purpose.  It must reach Asterisk before the hang-up frame does
+        # (that one goes straight out on the socket), so the hang-up waits for
+        # it, a bounded while.
+        done = dialer.set_done(channel)
+        done.addTimeout(self.services.done_timeout, self.services.clock)
+        done.addErrback(
+            lambda f: self._log.warn(
+                "call {call_uuid}: could not set GK_DONE on {channel}: {error}",
+                call_uuid=self.call_uuid,
+                channel=channel,
+                error=f.getErrorMessage(),
+            )
+        )
+        done.addBoth(lambda _: self.services.registry.end(self.call_uuid, outcome))
 
 
 def _outcome(slug: str) -> Outcome:

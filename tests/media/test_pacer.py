@@ -126,7 +126,6 @@ class PacingTests(SynchronousTestCase):
         self.assertEqual(pacer.lateness.total, 2)
         self.assertAlmostEqual(pacer.lateness.max, 0.003)
 
-
     def test_lead(self) -> None:
         """With a lead, the timer wakes that much early and serves the due slot."""
         clock = Clock()
