@@ -120,6 +120,13 @@ class RecordingConfig:
 
 
 @frozen
+class DtmfConfig:
+    """``[dtmf]``: digits sent as tones inside the audio, not as DTMF frames."""
+
+    inband: bool = False
+
+
+@frozen
 class PromptsConfig:
     """``[prompts]``: the folder of WAV prompts (empty: the built-in pt-BR set)."""
 
@@ -163,6 +170,7 @@ class Config:
     session: SessionConfig = field(factory=SessionConfig)
     flow: FlowSettings = field(factory=FlowSettings)
     recording: RecordingConfig = field(factory=RecordingConfig)
+    dtmf: DtmfConfig = field(factory=DtmfConfig)
     prompts: PromptsConfig = field(factory=PromptsConfig)
     accesslog: AccessLogConfig = field(factory=AccessLogConfig)
     directory: DirectoryConfig = field(factory=DirectoryConfig)
@@ -192,6 +200,7 @@ _SECTIONS: Mapping[str, type] = {
     "session": SessionConfig,
     "flow": FlowSettings,
     "recording": RecordingConfig,
+    "dtmf": DtmfConfig,
     "prompts": PromptsConfig,
     "accesslog": AccessLogConfig,
     "directory": DirectoryConfig,

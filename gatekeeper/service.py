@@ -186,6 +186,7 @@ def _visit_tree(
         registry=registry,
         recordings=Path(config.recording.directory),
         flow=config.flow,
+        inband_dtmf=config.dtmf.inband,
         vad=VadSettings(
             trailing_silence=config.recording.trailing_silence,
             no_speech_timeout=config.recording.no_speech_timeout,

@@ -41,6 +41,7 @@ from gatekeeper.directory import DirectoryService
 from gatekeeper.door import DoorContext, DoorResult, IDoorOpener
 from gatekeeper.flow import machine as m
 from gatekeeper.media.bridge import Bridge
+from gatekeeper.media.dtmf import DtmfDetector
 from gatekeeper.media.pacer import LegGone, OutboundStream, Pacer, PlaybackInterrupted
 from gatekeeper.media.prompts import PromptLibrary
 from gatekeeper.media.resample import resample, samples_to_pcm
@@ -89,6 +90,9 @@ class VisitServices:
     announce_timeout: float = 10.0
     # How long the final hang-up waits for AMI to set GK_DONE.
     done_timeout: float = 1.0
+    # Listen for DTMF tones inside the audio too (intercoms that send no
+    # out-of-band digits), while the flow waits for keys from that leg.
+    inband_dtmf: bool = False
 
 
 class ConversationFactory:
@@ -130,6 +134,7 @@ class Conversation:
         self._phase = self.machine.phase
         self._done: list[Deferred[None]] = []
         self._watches: list[Deferred[Any]] = []
+        self._tone_detectors: dict[m.Role, DtmfDetector] = {}
 
     def when_done(self) -> Deferred[None]:
         """Fires once the pair has ended and its record is written (or given up)."""
@@ -219,6 +224,8 @@ class Conversation:
         if stream is not None and stream.kind is not kind:
             stream.interrupt()
             stream.kind = kind
+        if self.services.inband_dtmf and self._wants_keys(role):
+            self._listen_for_tones(role, kind, payload)
         if role is m.Role.VISITOR:
             if self.recorder is not None:
                 self._record(payload)
@@ -229,6 +236,26 @@ class Conversation:
 
     def dtmf_received(self, leg: Leg, digit: str) -> None:
         self.feed(m.Digit(_ROLES[leg.role], digit))
+
+    def _wants_keys(self, role: m.Role) -> bool:
+        """Whether a key from ``role`` could mean anything now (tones cost CPU)."""
+        phase = self.machine.phase
+        if role is m.Role.VISITOR:
+            return phase is m.Phase.APARTMENT
+        return phase in (m.Phase.DECIDING, m.Phase.TALKING)
+
+    def _listen_for_tones(self, role: m.Role, kind: Kind, payload: bytes) -> None:
+        detector = self._tone_detectors.get(role)
+        if detector is None or detector.sample_rate != kind.sample_rate:
+            detector = self._tone_detectors[role] = DtmfDetector(kind.sample_rate)
+        for digit in detector.feed_pcm(payload):
+            self._log.info(
+                "call {call_uuid}: in-band DTMF {digit} from the {leg} leg",
+                call_uuid=self.call_uuid,
+                digit=digit,
+                leg=str(role),
+            )
+            self.feed(m.Digit(role, digit))
 
     def pair_ended(self, pair: CallPair) -> None:
         self.pair_over = True

@@ -292,3 +292,36 @@ class MorePathsTests(SynchronousTestCase):
         rig.dialer.visitor_gone.callback(True)
         self.finish()
         self.assertEqual(resident.heard()[-1], "visitor_left")
+
+
+class InbandDtmfTests(SynchronousTestCase):
+    def test_tones_in_the_audio_choose_the_apartment(self) -> None:
+        """With [dtmf] inband on, keypad tones inside the audio count as digits."""
+        import attrs
+
+        from gatekeeper.media.dtmf import dtmf_sequence
+
+        rig = Rig(Path(self.mktemp() + "-residents.csv"))
+        rig.conversations.services = attrs.evolve(rig.services, inband_dtmf=True)
+        visitor = rig.connect()
+        rig.run(0.3)
+        tones = dtmf_sequence("101#", 8000).astype("<i2").tobytes()
+        for at in range(0, len(tones), 320):
+            visitor.send(tones[at : at + 320].ljust(320, b"\0"))
+            rig.clock.advance(0.02)
+        rig.run(0.5)
+        self.assertEqual(rig.registry.get(CALL).context.apartment, "101")
+
+    def test_off_by_default(self) -> None:
+        """Without [dtmf] inband, tones in the audio are only audio."""
+        from gatekeeper.media.dtmf import dtmf_sequence
+
+        rig = Rig(Path(self.mktemp() + "-residents.csv"))
+        visitor = rig.connect()
+        rig.run(0.3)
+        tones = dtmf_sequence("101#", 8000).astype("<i2").tobytes()
+        for at in range(0, len(tones), 320):
+            visitor.send(tones[at : at + 320].ljust(320, b"\0"))
+            rig.clock.advance(0.02)
+        rig.run(0.5)
+        self.assertIsNone(rig.registry.get(CALL).context.apartment)
