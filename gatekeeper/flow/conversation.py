@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 from attrs import field, frozen
-from twisted.internet.defer import CancelledError, Deferred, succeed
+from twisted.internet.defer import CancelledError, Deferred, DeferredList, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -135,6 +135,8 @@ class Conversation:
         self._done: list[Deferred[None]] = []
         self._watches: list[Deferred[Any]] = []
         self._tone_detectors: dict[m.Role, DtmfDetector] = {}
+        # The answered resident's channel (its preset ChannelId), for GK_DONE.
+        self._resident_channel: str | None = None
 
     def when_done(self) -> Deferred[None]:
         """Fires once the pair has ended and its record is written (or given up)."""
@@ -504,6 +506,7 @@ class Conversation:
                 self._dialing = None
             outcome = _DIAL_RESULTS.get(result.outcome, m.DialResult.FAILED)
             if result.answered and result.channel_id:
+                self._resident_channel = result.channel_id
                 dialer.when_resident_gone(result.channel_id).addCallback(
                     lambda _: self._resident_gone(extension)
                 )
@@ -632,21 +635,25 @@ class Conversation:
             self._maybe_done()
             return
         dialer = self.services.dialer
-        channel = self.pair.context.visitor_channel
-        if dialer is None or not channel or not getattr(dialer, "connected", False):
+        channels = [
+            c for c in (self.pair.context.visitor_channel, self._resident_channel) if c
+        ]
+        if dialer is None or not channels or not getattr(dialer, "connected", False):
             self.services.registry.end(self.call_uuid, outcome)
             return
         # GK_DONE tells a dialplan that retries AudioSocket() that this hang-up
         # was on purpose.  It must reach Asterisk before the hang-up frame does
         # (that one goes straight out on the socket), so the hang-up waits for
         # it, a bounded while.
-        done = dialer.set_done(channel)
+        done = DeferredList(
+            [dialer.set_done(channel) for channel in channels], consumeErrors=True
+        )
         done.addTimeout(self.services.done_timeout, self.services.clock)
         done.addErrback(
             lambda f: self._log.warn(
-                "call {call_uuid}: could not set GK_DONE on {channel}: {error}",
+                "call {call_uuid}: could not set GK_DONE on {channels}: {error}",
                 call_uuid=self.call_uuid,
-                channel=channel,
+                channels=channels,
                 error=f.getErrorMessage(),
             )
         )
