@@ -137,6 +137,8 @@ class Conversation:
         self._tone_detectors: dict[m.Role, DtmfDetector] = {}
         # The answered resident's channel (its preset ChannelId), for GK_DONE.
         self._resident_channel: str | None = None
+        self._frames_heard = 0  # visitor frames fed to the recorder
+        self._frames_seen = 0  # ... as of the last gap check
 
     def when_done(self) -> Deferred[None]:
         """Fires once the pair has ended and its record is written (or given up)."""
@@ -431,10 +433,10 @@ class Conversation:
         Keep the recorder's clock running when no frames come.
 
         The recorder counts time in the frames it is fed; a phone that
-        suppresses silence sends none while its user is quiet.  A gap longer
-        than a few frames is silence, so it is fed as such.
+        suppresses silence sends none while its user is quiet.  A check every
+        ``_RECORDING_GAP`` seconds feeds silence for a gap with no frame at all.
         """
-        self._do_CancelTimer(m.CancelTimer("@recording"))
+        self._frames_seen = self._frames_heard
         self.timers["@recording"] = self.services.clock.callLater(
             _RECORDING_GAP, self._recording_gap
         )
@@ -444,14 +446,19 @@ class Conversation:
         recorder = self.recorder
         if recorder is None:
             return
-        self._record(bytes(int(recorder.sample_rate * _RECORDING_GAP) * 2))
+        if self._frames_heard == self._frames_seen:
+            silence = bytes(int(recorder.sample_rate * _RECORDING_GAP) * 2)
+            if self._record(silence):
+                return
+        self._watch_recording()
 
-    def _record(self, payload: bytes) -> None:
+    def _record(self, payload: bytes) -> bool:
+        """Feed the recorder; True once the name is recorded."""
         assert self.recorder is not None
+        self._frames_heard += 1
         recording = self.recorder.feed(payload)
         if recording is None:
-            self._watch_recording()
-            return
+            return False
         self._do_CancelTimer(m.CancelTimer("@recording"))
         self.recorder = None
         path: str | None = None
@@ -475,6 +482,7 @@ class Conversation:
             seconds=recording.duration,
         )
         self.feed(m.RecordingFinished(path))
+        return True
 
     def _do_StopRecording(self, command: m.StopRecording) -> None:
         self.recorder = None
