@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PORT   ?= 9092
 
-.PHONY: run demo test trial pytest lint bench clean
+.PHONY: run demo test trial pytest lint bench fuzz clean
 
 $(BIN)/twist: setup.cfg pyproject.toml $(shell find gatekeeper twisted_plugins -type f -not -name '*.pyc' -not -path '*/__pycache__/*')
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,12 @@ lint: $(BIN)/twist
 
 bench: $(BIN)/twist
 	$(BIN)/python -m bench.codec
+
+# Coverage-guided fuzzing of the frame decoder and the protocol with the
+# registry (atheris); RUNS inputs, JOBS processes, findings in var/fuzz/.
+fuzz: $(BIN)/twist
+	$(BIN)/pip install --quiet '.[fuzz]'
+	nice -n 19 $(BIN)/python -m tests.fuzz.run --runs $(or $(RUNS),1000000) --jobs $(or $(JOBS),1)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info _trial_temp* twisted_plugins/dropin.cache
