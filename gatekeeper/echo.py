@@ -46,7 +46,7 @@ class EchoCall:
                 kind=kind.name,
             )
             stream.interrupt()
-            stream.kind = kind
+            stream.set_kind(kind)
         stream.enqueue(payload)
 
     def dtmf_received(self, digit: str) -> None:

@@ -22,10 +22,14 @@ from collections.abc import Iterable
 from attrs import field, frozen, validators
 from twisted.internet.defer import Deferred, DeferredList, TimeoutError, succeed
 from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import IAddress, IPushProducer, IReactorTime
+from twisted.internet.interfaces import (
+    IAddress,
+    IDelayedCall,
+    IPushProducer,
+    IReactorTime,
+)
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
-from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -42,6 +46,7 @@ from gatekeeper.audiosocket.wire import (
     FrameDecoder,
     FrameError,
     Kind,
+    audio_kind_of,
     encode_audio,
     encode_hangup,
 )
@@ -50,6 +55,7 @@ from gatekeeper.fastpath import direct_writer
 __all__ = ["AudioSocketFactory", "AudioSocketProtocol", "ListenerPolicy"]
 
 _CONNECTION_DONE = Failure(ConnectionDone())
+_READ_SIZE = 16384
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -105,7 +111,7 @@ def _describe(address: IAddress | None) -> str:
 
 
 @implementer(IAudioSocketLeg, IPushProducer)
-class AudioSocketProtocol(Protocol, TimeoutMixin):
+class AudioSocketProtocol(Protocol):
     """One AudioSocket connection; see the module docstring."""
 
     _log = Logger()
@@ -122,6 +128,12 @@ class AudioSocketProtocol(Protocol, TimeoutMixin):
         self._closing = False
         self._closed_waiters: list[Deferred[None]] = []
         self.frames_dropped = 0
+        # Idle detection: one timer per connection that checks, when it fires,
+        # how long ago the last bytes came, so a read costs one clock reading
+        # rather than a timer reset.
+        self._limit = 0.0
+        self._last_heard = 0.0
+        self._idle_check: IDelayedCall | None = None
 
     def when_closed(self) -> Deferred[None]:
         """A Deferred of its own for each caller, fired when the connection is gone."""
@@ -135,7 +147,8 @@ class AudioSocketProtocol(Protocol, TimeoutMixin):
 
     def connectionMade(self) -> None:
         policy = self.factory.policy
-        self.callLater = self.factory.clock.callLater
+        self._clock = self.factory.clock
+        self._now = self._clock.seconds
         self.peer = _describe(self.transport.getPeer())
         self.connected = True
         self._write = (
@@ -144,18 +157,23 @@ class AudioSocketProtocol(Protocol, TimeoutMixin):
             else self.transport.write
         )
         self._decoder = FrameDecoder(policy.max_payload)
+        # Twisted reads up to 64 KiB at a time: a 64 KiB buffer allocated per
+        # 323-byte frame.  16 KiB still holds two frames at 192 kHz, and also
+        # bounds what we buffer for a peer that stops reading.
+        if hasattr(self.transport, "bufferSize"):
+            self.transport.bufferSize = _READ_SIZE
         set_nodelay = getattr(self.transport, "setTcpNoDelay", None)
         if set_nodelay is not None:
             set_nodelay(True)
         # Told when the peer stops reading, so audio is dropped rather than
         # piling up in our buffer (Asterisk hangs up on a late payload anyway).
         self.transport.registerProducer(self, True)
-        self.setTimeout(policy.handshake_timeout)
+        self._set_limit(policy.handshake_timeout)
         self.factory.connection_opened(self)
 
     def connectionLost(self, reason: Failure = _CONNECTION_DONE) -> None:
         self.connected = False
-        self.setTimeout(None)
+        self._set_limit(None)
         self.factory.connection_closed(self)
         receiver, self._receiver = self._receiver, None
         if receiver is not None:
@@ -163,6 +181,27 @@ class AudioSocketProtocol(Protocol, TimeoutMixin):
         waiters, self._closed_waiters = self._closed_waiters, []
         for waiter in waiters:
             waiter.callback(None)
+
+    def _set_limit(self, seconds: float | None) -> None:
+        """Hang up after ``seconds`` with nothing heard (None: never)."""
+        check, self._idle_check = self._idle_check, None
+        if check is not None and check.active():
+            check.cancel()
+        if seconds is None:
+            return
+        self._limit = seconds
+        self._last_heard = self._now()
+        self._idle_check = self._clock.callLater(seconds, self._check_idle)
+
+    def _check_idle(self) -> None:
+        self._idle_check = None
+        quiet = self._now() - self._last_heard
+        if quiet < self._limit:
+            self._idle_check = self._clock.callLater(
+                self._limit - quiet, self._check_idle
+            )
+            return
+        self.timeoutConnection()
 
     def timeoutConnection(self) -> None:
         if self._receiver is None:
@@ -185,9 +224,18 @@ class AudioSocketProtocol(Protocol, TimeoutMixin):
     def dataReceived(self, data: bytes) -> None:
         if self._closing:
             return
-        assert self._decoder is not None
+        decoder = self._decoder
+        assert decoder is not None
+        receiver = self._receiver
+        if receiver is not None and not decoder.buffered:
+            # The usual read: exactly one audio frame, as Asterisk writes them.
+            kind = audio_kind_of(data, decoder.max_payload)
+            if kind is not None:
+                self._last_heard = self._now()
+                receiver.audio_received(kind, data[3:])
+                return
         try:
-            frames = self._decoder.feed(data)
+            frames = decoder.feed(data)
         except FrameError as e:
             # The frames before the fault were whole: act on them, then close.
             for frame in e.frames:
@@ -196,7 +244,7 @@ class AudioSocketProtocol(Protocol, TimeoutMixin):
                 self._frame_received(frame)
             self._protocol_error(str(e))
             return
-        self.resetTimeout()
+        self._last_heard = self._now()
         for frame in frames:
             if self._closing:
                 return
@@ -246,7 +294,7 @@ class AudioSocketProtocol(Protocol, TimeoutMixin):
             )
             self.hang_up()
             return
-        self.setTimeout(self.factory.policy.idle_timeout)
+        self._set_limit(self.factory.policy.idle_timeout)
 
     def _protocol_error(self, problem: str) -> None:
         if self._closing:
@@ -284,7 +332,7 @@ class AudioSocketProtocol(Protocol, TimeoutMixin):
         if self._closing:
             return
         self._closing = True
-        self.setTimeout(None)
+        self._set_limit(None)
         self.transport.loseConnection()
 
     # -- IPushProducer: the transport tells us when the peer stops reading --

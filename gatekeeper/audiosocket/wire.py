@@ -38,6 +38,7 @@ __all__ = [
     "FrameDecoder",
     "FrameError",
     "Kind",
+    "audio_kind_of",
     "encode",
     "encode_audio",
     "encode_hangup",
@@ -178,6 +179,23 @@ def encode_hangup() -> bytes:
     return _HANGUP
 
 
+def audio_kind_of(data: bytes, max_payload: int = MAX_WIRE_PAYLOAD) -> Kind | None:
+    """
+    The kind of ``data`` if it is exactly one valid audio frame, else None.
+
+    Asterisk writes one frame per ``write()``, so most reads are exactly one
+    audio frame; this lets the protocol hand those on without buffering them.
+    Anything else (None) goes through :class:`FrameDecoder`.
+    """
+    if len(data) < 4:
+        return None
+    kind = _KIND_BY_BYTE[data[0]]
+    length = (data[1] << 8) | data[2]
+    if len(data) == 3 + length and length <= max_payload and kind in _SAMPLE_RATES:
+        return kind
+    return None
+
+
 class FrameDecoder:
     """
     Incremental decoder: feed it bytes, get whole frames.
@@ -204,16 +222,11 @@ class FrameDecoder:
         if self._failed is not None:
             raise self._failed
         buffer = self._buffer
-        if not buffer and len(data) > 3:
+        if not buffer:
             # The usual read: exactly one audio frame, as Asterisk writes them.
             # Decoded straight from ``data``, with no copy into the buffer.
-            kind = _KIND_BY_BYTE[data[0]]
-            length = (data[1] << 8) | data[2]
-            if (
-                len(data) == 3 + length
-                and kind in _SAMPLE_RATES
-                and length <= self.max_payload
-            ):
+            kind = audio_kind_of(data, self.max_payload)
+            if kind is not None:
                 return [Frame(kind, data[3:])]
         buffer += data
         offset = self._offset

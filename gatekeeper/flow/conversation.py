@@ -227,7 +227,7 @@ class Conversation:
         stream = self.streams.get(role)
         if stream is not None and stream.kind is not kind:
             stream.interrupt()
-            stream.kind = kind
+            stream.set_kind(kind)
         if self.services.inband_dtmf and self._wants_keys(role):
             self._listen_for_tones(role, kind, payload)
         if role is m.Role.VISITOR:

@@ -125,15 +125,11 @@ class OutboundStream:
         self._queued_total = 0  # bytes of audio ever queued since attach
         self._plays: deque[tuple[int, Deferred[None]]] = deque()
         self._send_frame = leg.send_frame
+        self.set_kind(kind)
+
+    def set_kind(self, kind: Kind) -> None:
+        """Send at another rate (the leg's audio kind changed)."""
         self.kind = kind
-
-    @property
-    def kind(self) -> Kind:
-        return self._kind
-
-    @kind.setter
-    def kind(self, kind: Kind) -> None:
-        self._kind = kind
         self.frame_bytes = size = kind.frame_bytes
         silence_frame = encode_audio(kind, bytes(size))
         self._header = silence_frame[:3]
@@ -150,11 +146,18 @@ class OutboundStream:
         Bounded by ``max_queued``: audio that would go past it is dropped and
         counted, so a stalled or flooding peer cannot grow our memory.
         """
-        room = self.max_queued - self._queued
-        if len(pcm) > room:
-            self.overflowed_bytes += len(pcm) - max(room, 0)
-            pcm = pcm[: max(room, 0)]
-        self._append(pcm)
+        size = len(pcm)
+        if size > self.max_queued - self._queued:
+            room = max(self.max_queued - self._queued, 0)
+            self.overflowed_bytes += size - room
+            pcm = pcm[:room]
+            size = room
+        if size:
+            if type(pcm) is not bytes:
+                pcm = bytes(pcm)  # our own copy: the caller may reuse its buffer
+            self._chunks.append(pcm)
+            self._queued += size
+            self._queued_total += size
 
     def play(self, pcm: bytes) -> Deferred[None]:
         """Queue audio; the Deferred fires once its last frame has been sent."""
