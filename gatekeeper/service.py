@@ -12,11 +12,9 @@ import signal
 from pathlib import Path
 from typing import Any
 
-from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService, Service
-from twisted.internet.defer import Deferred, succeed
-from twisted.internet.endpoints import serverFromString
-from twisted.internet.interfaces import IListeningPort, IReactorCore, IReactorTime
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorCore, IReactorTime
 from twisted.logger import Logger
 
 from gatekeeper.accesslog import AccessLog
@@ -35,6 +33,7 @@ from gatekeeper.door import (
 from gatekeeper.echo import EchoApplication
 from gatekeeper.fastpath import install_fast_poll
 from gatekeeper.flow.conversation import ConversationFactory, VisitServices
+from gatekeeper.listening import ListeningService
 from gatekeeper.media.pacer import Pacer
 from gatekeeper.media.prompts import PromptError, PromptLibrary
 from gatekeeper.media.vad import VadSettings
@@ -70,10 +69,8 @@ def make_pacer(config: Config, clock: IReactorTime) -> Pacer:
     )
 
 
-class AudioSocketService(StreamServerEndpointService):
+class AudioSocketService(ListeningService):
     """The listener; on stop it also hangs up every call it still carries."""
-
-    _log = Logger()
 
     def __init__(self, reactor: IReactorCore, config: Config, binder: ICallBinder):
         self.factory = AudioSocketFactory(
@@ -84,32 +81,8 @@ class AudioSocketService(StreamServerEndpointService):
         )
         self.shutdown_timeout = config.audiosocket.shutdown_timeout
         super().__init__(
-            serverFromString(reactor, config.audiosocket.listen), self.factory
+            reactor, config.audiosocket.listen, self.factory, "AudioSocket"
         )
-        # Fail twistd at start when the port cannot be had, not later.
-        self._raiseSynchronously = True
-        self.port: IListeningPort | None = None
-        self._listen_waiters: list[Deferred[IListeningPort]] = []
-
-    def privilegedStartService(self) -> None:
-        super().privilegedStartService()
-        self._waitingForPort.addCallback(self._listening)
-
-    def _listening(self, port: IListeningPort) -> IListeningPort:
-        self.port = port
-        self._log.info("AudioSocket listening on {address}", address=port.getHost())
-        waiters, self._listen_waiters = self._listen_waiters, []
-        for waiter in waiters:
-            waiter.callback(port)
-        return port
-
-    def when_listening(self) -> Deferred[IListeningPort]:
-        """Each caller's own Deferred of the listening port (tests, demos)."""
-        if self.port is not None:
-            return succeed(self.port)
-        waiter: Deferred[IListeningPort] = Deferred()
-        self._listen_waiters.append(waiter)
-        return waiter
 
     def stopService(self) -> Deferred[None]:
         stopped = super().stopService()

@@ -28,15 +28,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from twisted.application.internet import StreamServerEndpointService
-from twisted.internet.defer import Deferred, succeed
-from twisted.internet.endpoints import serverFromString
-from twisted.internet.interfaces import IListeningPort, IReactorTime
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.web import static
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
+from gatekeeper.listening import ListeningService
 from gatekeeper.web._json import error, json_body
 from gatekeeper.web.api import CallsResource, RecordingsResource, VisitsResource
 from gatekeeper.web.auth import Authenticator
@@ -271,41 +270,14 @@ def make_root(
     return root
 
 
-class WebService(StreamServerEndpointService):
+class WebService(ListeningService):
     """The web ``Site`` on its endpoint, as a child of the service tree."""
-
-    _log = Logger()
 
     def __init__(self, reactor: Any, listen: str, root: Resource) -> None:
         self.site = Site(root)
         self.site.displayTracebacks = False
         self.root = root
-        super().__init__(serverFromString(reactor, listen), self.site)
-        self.listen = listen
-        # Fail at start when the port cannot be had, like the listener.
-        self._raiseSynchronously = True
-        self.port: IListeningPort | None = None
-        self._listen_waiters: list[Deferred[IListeningPort]] = []
-
-    def privilegedStartService(self) -> None:
-        super().privilegedStartService()
-        self._waitingForPort.addCallback(self._listening)
-
-    def _listening(self, port: IListeningPort) -> IListeningPort:
-        self.port = port
-        self._log.info("web service listening on {address}", address=port.getHost())
-        waiters, self._listen_waiters = self._listen_waiters, []
-        for waiter in waiters:
-            waiter.callback(port)
-        return port
-
-    def when_listening(self) -> Deferred[IListeningPort]:
-        """Each caller's own Deferred of the listening port (tests, demos)."""
-        if self.port is not None:
-            return succeed(self.port)
-        waiter: Deferred[IListeningPort] = Deferred()
-        self._listen_waiters.append(waiter)
-        return waiter
+        super().__init__(reactor, listen, self.site, "web service")
 
     def stopService(self) -> Deferred[None]:
         self.port = None
