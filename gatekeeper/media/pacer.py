@@ -284,15 +284,44 @@ class Pacer:
         """Start sending to ``leg``; its first frame leaves at its slot's next turn."""
         max_queued = int(kind.sample_rate * 2 * self.max_queued_seconds)
         stream = OutboundStream(self, leg, kind, max_queued)
-        slot = min(range(len(self._slots)), key=lambda i: len(self._slots[i]))
+        now = self.clock.seconds()
+        if self._call is None and not self._ticking:
+            # The first leg starts the schedule.
+            self._t0 = now
+            self._next = 0
+        slot, deadline_index = self._slot_for_new_leg(now)
         stream.slot = slot
         self._slots[slot].append(stream)
         self._count += 1
-        if self._call is None and not self._ticking:
-            self._t0 = self.clock.seconds()
-            self._next = 0
-            self._schedule(self._t0)
+        if self._ticking:
+            pass  # the tick in progress arms the timer for what comes next
+        elif self._call is None:
+            self._schedule(now)
+        elif deadline_index < self._next:
+            # Due before the slot the timer waits for: wake for it instead.
+            self._call.cancel()
+            self._next = deadline_index
+            self._call = self.clock.callLater(
+                max(0.0, self._deadline(deadline_index) - self.lead - now), self._tick
+            )
         return stream
+
+    def _slot_for_new_leg(self, now: float) -> tuple[int, int]:
+        """
+        The least-loaded slot that comes round soonest, and its next deadline.
+
+        Least loaded keeps the bursts even; soonest means a new leg's first
+        frame (its greeting, a resident's announcement) leaves within a slot
+        rather than up to a whole period later.
+        """
+        slots = self._slots
+        n = len(slots)
+        fewest = min(len(slot) for slot in slots)
+        due = max(0, math.ceil((now - self._t0) / self._slot_seconds - _EPSILON))
+        for k in range(n):
+            if len(slots[(due + k) % n]) == fewest:
+                return (due + k) % n, due + k
+        raise AssertionError("unreachable: some slot has the fewest legs")
 
     def detach(self, stream: OutboundStream) -> None:
         """Stop sending to the stream's leg; pending plays fail with LegGone."""

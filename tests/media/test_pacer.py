@@ -71,6 +71,23 @@ class PacingTests(SynchronousTestCase):
                 leg.times[:3], [round(first + k * 0.02, 6) for k in range(3)]
             )
 
+    def test_new_leg_takes_the_soonest_slot(self) -> None:
+        """A leg that joins mid-period starts in the next slot due, not a period later."""
+        clock = Clock()
+        pacer = Pacer(clock, slots=20)
+        first = FakeLeg(clock)
+        pacer.attach(first)
+        clock.advance(0)
+        for _ in range(10):
+            clock.advance(0.001)
+        late = FakeLeg(clock)
+        stream = pacer.attach(late)
+        for _ in range(3):
+            clock.advance(0.001)
+        self.assertIn(stream.slot, (10, 11))  # the slot due now, or the next
+        self.assertEqual(late.times, [0.011])
+        self.assertEqual(len(clock.getDelayedCalls()), 1)
+
     def test_one_timer_for_all_legs(self) -> None:
         """However many legs, the pacer holds one pending timer."""
         clock = Clock()
