@@ -37,7 +37,13 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from attrs import define, field
-from twisted.internet.defer import CancelledError, Deferred, DeferredList, succeed
+from twisted.internet.defer import (
+    CancelledError,
+    Deferred,
+    DeferredList,
+    TimeoutError,
+    succeed,
+)
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
 from twisted.internet.interfaces import IDelayedCall, IListeningPort
 from twisted.internet.protocol import Factory
@@ -371,8 +377,13 @@ class SimulatedAsterisk:
             if timer.active():
                 timer.cancel()
         self._timers.clear()
+        # Only legs that connected can close; one whose connect failed (the
+        # server was killed, say) never will.
         waits: list[Deferred[Any]] = [
-            leg.when_closed() for c in self.channels for leg in c.legs
+            leg.when_closed()
+            for c in self.channels
+            for leg in c.legs
+            if getattr(leg, "transport", None) is not None
         ]
         for session in self.factory.sessions:
             if not session.closed and session.transport is not None:
@@ -381,7 +392,10 @@ class SimulatedAsterisk:
         if self.port is not None:
             waits.append(Deferred.fromCoroutine(_stop_port(self.port)))
             self.port = None
-        return DeferredList(waits, consumeErrors=True)
+        stopped = DeferredList(waits, consumeErrors=True)
+        # Never hang a test run: whatever has not closed in 10 s is left.
+        stopped.addTimeout(10, self.reactor)
+        return stopped.addErrback(lambda f: f.trap(TimeoutError))
 
     def later(self, seconds: float, f: Callable[..., object], *args: Any) -> None:
         self._timers = [t for t in self._timers if t.active()]
