@@ -58,6 +58,9 @@ _ROLES = {Role.VISITOR: m.Role.VISITOR, Role.RESIDENT: m.Role.RESIDENT}
 # silence (a phone that suppresses silence sends nothing then).
 _RECORDING_GAP = 0.2
 
+# Seconds the registry keeps expecting a resident after the flow gave up.
+_EXPECTATION_MARGIN = 2.0
+
 _DIAL_RESULTS = {
     DialOutcome.ANSWERED: m.DialResult.ANSWERED,
     DialOutcome.BUSY: m.DialResult.BUSY,
@@ -501,8 +504,10 @@ class Conversation:
             )
             self.feed(m.DialFinished(extension, m.DialResult.UNAVAILABLE))
             return
+        # The registry's deadline is a safety net behind the flow's own ring
+        # timer, which moves on to the next extension: it must not fire first.
         self.services.registry.expect_resident(
-            self.call_uuid, command.timeout, target=extension
+            self.call_uuid, command.timeout + _EXPECTATION_MARGIN, target=extension
         )
         dialing = dialer.call_resident(
             self.call_uuid, extension, self.services.flow.ring_timeout
