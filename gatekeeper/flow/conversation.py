@@ -274,6 +274,10 @@ class Conversation:
         for watch in watches:
             watch.addErrback(lambda f: f.trap(*_CANCELLED))
             watch.cancel()
+        dialer = self.services.dialer
+        if dialer is not None:
+            # The visit is over: its AMI announcement need not be kept.
+            dialer.forget(self.call_uuid)
         outcome = str(pair.outcome) if pair.outcome is not None else "failed"
         self.feed(m.PairEnded(outcome))
         for timer in self.timers.values():

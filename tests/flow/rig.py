@@ -139,6 +139,7 @@ class FakeDialer:
         self.done_channels: list[str] = []
         self.hung_up_residents = 0
         self.visitor: VisitorChannel | None = None
+        self.forgotten: list[str] = []
 
     def call_resident(
         self, call_uuid: str, extension: str, ring_timeout: float
@@ -178,6 +179,9 @@ class FakeDialer:
     def when_visitor_gone(self, call_uuid: str) -> Deferred[bool]:
         self.visitor_gone = Deferred()
         return self.visitor_gone
+
+    def forget(self, call_uuid: str) -> None:
+        self.forgotten.append(call_uuid)
 
     def set_done(self, channel: str) -> Deferred[bool]:
         self.done_channels.append(channel)
