@@ -274,12 +274,13 @@ class Conversation:
         for watch in watches:
             watch.addErrback(lambda f: f.trap(*_CANCELLED))
             watch.cancel()
-        dialer = self.services.dialer
-        if dialer is not None:
-            # The visit is over: its AMI announcement need not be kept.
-            dialer.forget(self.call_uuid)
         outcome = str(pair.outcome) if pair.outcome is not None else "failed"
         self.feed(m.PairEnded(outcome))
+        dialer = self.services.dialer
+        if dialer is not None:
+            # The visit is over (and the machine knows it): its AMI
+            # announcement and resident watches need not be kept.
+            dialer.forget(self.call_uuid)
         for timer in self.timers.values():
             if timer.active():
                 timer.cancel()
@@ -498,6 +499,8 @@ class Conversation:
     # -- ringing residents ------------------------------------------------------------
 
     def _do_Dial(self, command: m.Dial) -> None:
+        if self.pair_over:
+            return
         extension = command.extension
         dialer = self.services.dialer
         if dialer is None or not getattr(dialer, "connected", True):
@@ -547,6 +550,8 @@ class Conversation:
 
     def _resident_gone(self, extension: str) -> None:
         """Asterisk says the resident's channel hung up."""
+        if self.pair_over:
+            return
         if self.machine.phase is m.Phase.CALLING and self.machine.dialing == extension:
             self.feed(m.DialFinished(extension, m.DialResult.NO_ANSWER))
         elif self.machine.resident_present or self.machine.phase is m.Phase.DECIDING:

@@ -181,7 +181,11 @@ class FakeDialer:
         return self.visitor_gone
 
     def forget(self, call_uuid: str) -> None:
+        """As AMIDialer.forget does: the call's resident watches fire with None."""
         self.forgotten.append(call_uuid)
+        gone, self.gone = self.gone, {}
+        for d in gone.values():
+            d.callback(None)
 
     def set_done(self, channel: str) -> Deferred[bool]:
         self.done_channels.append(channel)

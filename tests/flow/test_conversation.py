@@ -294,6 +294,33 @@ class MorePathsTests(SynchronousTestCase):
         self.assertEqual(resident.heard()[-1], "visitor_left")
 
 
+class EndingTests(SynchronousTestCase):
+    def test_visitor_lost_while_talking(self) -> None:
+        """A visitor leg that drops during talk and never returns is visitor_lost,
+        even though forgetting the call fires the resident's hang-up watch."""
+        rig = Rig(Path(self.mktemp() + "-residents.csv"))
+        visitor = rig.to_resident()
+        rig.dialer.answer("1011")
+        resident = rig.connect("127.0.0.1:2")
+        rig.run(2.5)
+        resident.press("3")
+        rig.run(0.2)
+        visitor.close()
+        rig.run(12)
+        self.assertEqual([r.outcome for r in rig.log.records], ["visitor_lost"])
+        self.assertEqual(rig.dialer.forgotten, [CALL])
+
+    def test_visitor_lost_while_ringing(self) -> None:
+        """Ending while an answered extension's watch is pending rings nobody else."""
+        rig = Rig(Path(self.mktemp() + "-residents.csv"))
+        visitor = rig.to_resident()
+        rig.dialer.answer("1011")
+        visitor.close()
+        rig.run(12)
+        self.assertEqual([r.outcome for r in rig.log.records], ["visitor_lost"])
+        self.assertEqual(rig.dialer.rung, ["1011"])
+
+
 class InbandDtmfTests(SynchronousTestCase):
     def test_tones_in_the_audio_choose_the_apartment(self) -> None:
         """With [dtmf] inband on, keypad tones inside the audio count as digits."""
