@@ -183,9 +183,8 @@ class FakeDialer:
     def forget(self, call_uuid: str) -> None:
         """As AMIDialer.forget does: the call's resident watches fire with None."""
         self.forgotten.append(call_uuid)
-        gone, self.gone = self.gone, {}
-        for d in gone.values():
-            d.callback(None)
+        for channel_id in [c for c in self.gone if c.startswith(call_uuid)]:
+            self.gone.pop(channel_id).callback(None)
 
     def set_done(self, channel: str) -> Deferred[bool]:
         self.done_channels.append(channel)
