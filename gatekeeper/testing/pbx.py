@@ -678,17 +678,27 @@ class SimulatedAsterisk:
         channel = self._find(name)
         return False, None if channel is None else channel.variables
 
-    def _action_setvar(
+    def _variable(
         self, session: AMIServerProtocol, message: ManagerMessage
-    ) -> None:
+    ) -> tuple[dict[str, str], str] | None:
+        """The variables and the name an action names, or None, answered with the error."""
         _, variables = self._variables(message)
         name = get_header(message, "Variable")
         if variables is None:
             session.respond(message, "Error", [("Message", "No such channel")])
-            return
+            return None
         if not name:
             session.respond(message, "Error", [("Message", "No variable specified")])
+            return None
+        return variables, name
+
+    def _action_setvar(
+        self, session: AMIServerProtocol, message: ManagerMessage
+    ) -> None:
+        found = self._variable(session, message)
+        if found is None:
             return
+        variables, name = found
         variables[name] = get_header(message, "Value") or ""
         session.respond(message, "Success", [("Message", "Variable Set")])
         channel = self._find(get_header(message, "Channel"))
@@ -698,14 +708,10 @@ class SimulatedAsterisk:
     def _action_getvar(
         self, session: AMIServerProtocol, message: ManagerMessage
     ) -> None:
-        _, variables = self._variables(message)
-        name = get_header(message, "Variable")
-        if variables is None:
-            session.respond(message, "Error", [("Message", "No such channel")])
+        found = self._variable(session, message)
+        if found is None:
             return
-        if not name:
-            session.respond(message, "Error", [("Message", "No variable specified")])
-            return
+        variables, name = found
         session.respond(
             message, "Success", [("Variable", name), ("Value", variables.get(name, ""))]
         )

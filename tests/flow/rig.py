@@ -270,6 +270,15 @@ class Rig:
             visitor.send(chunk)
             self.clock.advance(0.02)
 
+    def resident_answers(
+        self, extension: str = "1011", peer: str = "127.0.0.1:2"
+    ) -> FakeConnection:
+        """``extension`` picks up; its leg arrives and hears the announcement."""
+        self.dialer.answer(extension)
+        resident = self.connect(peer)
+        self.run(2.5)
+        return resident
+
     def to_resident(self, apartment: str = "101") -> FakeConnection:
         """A visitor who chose ``apartment`` and said a name; the first extension rings."""
         visitor = self.connect()

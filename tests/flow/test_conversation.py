@@ -30,9 +30,7 @@ class VisitTests(SynchronousTestCase):
         rig = self.rig
         visitor = rig.to_resident()
         self.assertEqual(rig.dialer.rung, ["1011"])
-        rig.dialer.answer("1011")
-        resident = rig.connect("127.0.0.1:2")
-        rig.run(2.5)
+        resident = rig.resident_answers()
         resident.press("1")
         rig.run(1)
         self.finish()
@@ -63,9 +61,7 @@ class VisitTests(SynchronousTestCase):
         rig = self.rig
         rig.log.hold = True
         visitor = rig.to_resident()
-        rig.dialer.answer("1011")
-        resident = rig.connect("127.0.0.1:2")
-        rig.run(2.5)
+        resident = rig.resident_answers()
         resident.press("2")
         rig.run(2)
         self.assertNotIn("access_denied", visitor.heard())
@@ -78,9 +74,7 @@ class VisitTests(SynchronousTestCase):
         """The resident presses 2: no door, the visitor is told no."""
         rig = self.rig
         visitor = rig.to_resident()
-        rig.dialer.answer("1011")
-        resident = rig.connect("127.0.0.1:2")
-        rig.run(2.5)
+        resident = rig.resident_answers()
         resident.press("2")
         self.finish()
         self.assertEqual(rig.door.opened, [])
@@ -103,9 +97,7 @@ class VisitTests(SynchronousTestCase):
         """3 bridges the two legs (each hears the other), then 1 opens."""
         rig = self.rig
         visitor = rig.to_resident()
-        rig.dialer.answer("1011")
-        resident = rig.connect("127.0.0.1:2")
-        rig.run(2.5)
+        resident = rig.resident_answers()
         resident.press("3")
         rig.run(0.1)
         before = len(resident.audio)
@@ -210,9 +202,7 @@ class VisitTests(SynchronousTestCase):
         rig = self.rig
         rig.log.failures = 2
         visitor = rig.to_resident()
-        rig.dialer.answer("1011")
-        resident = rig.connect("127.0.0.1:2")
-        rig.run(2.5)
+        resident = rig.resident_answers()
         resident.press("2")
         self.finish()
         self.assertEqual(rig.log.records[0].outcome, "denied")
@@ -284,9 +274,7 @@ class MorePathsTests(SynchronousTestCase):
         """The resident deciding when the visitor leaves hears that the visitor left."""
         rig = self.rig
         visitor = rig.to_resident()
-        rig.dialer.answer("1011")
-        resident = rig.connect("127.0.0.1:2")
-        rig.run(2.5)
+        resident = rig.resident_answers()
         visitor.close()
         assert rig.dialer.visitor_gone is not None
         rig.dialer.visitor_gone.callback(True)
@@ -300,9 +288,7 @@ class EndingTests(SynchronousTestCase):
         even though forgetting the call fires the resident's hang-up watch."""
         rig = Rig(Path(self.mktemp() + "-residents.csv"))
         visitor = rig.to_resident()
-        rig.dialer.answer("1011")
-        resident = rig.connect("127.0.0.1:2")
-        rig.run(2.5)
+        resident = rig.resident_answers()
         resident.press("3")
         rig.run(0.2)
         visitor.close()
