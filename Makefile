@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PORT   ?= 9092
 
-.PHONY: run demo test trial pytest lint bench fuzz clean
+.PHONY: run demo test trial pytest lint bench fuzz soak clean
 
 $(BIN)/twist: setup.cfg pyproject.toml $(shell find gatekeeper twisted_plugins -type f -not -name '*.pyc' -not -path '*/__pycache__/*')
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,12 @@ bench: $(BIN)/twist
 fuzz: $(BIN)/twist
 	$(BIN)/pip install --quiet '.[fuzz]'
 	nice -n 19 $(BIN)/python -m tests.fuzz.run --runs $(or $(RUNS),1000000) --jobs $(or $(JOBS),1)
+
+# Mixed visits at a steady concurrency with drops and reconnects, checking
+# memory, context and records (bench/soak.py): 30 minutes, or ARGS=--ci for
+# the 2-minute version CI runs.
+soak: $(BIN)/twist
+	$(BIN)/python -m bench.soak $(ARGS)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info _trial_temp* twisted_plugins/dropin.cache

@@ -68,7 +68,7 @@ from gatekeeper.testing.audio import (  # noqa: E402
     ConstantSpotter,
     write_synthetic_prompts,
 )
-from gatekeeper.testing.harness import free_port  # noqa: E402
+from gatekeeper.testing.harness import free_port, rss_kb  # noqa: E402
 from gatekeeper.testing.legs import AsteriskLeg, FrameClock  # noqa: E402
 from gatekeeper.testing.pbx import SimulatedAsterisk, format_timeline  # noqa: E402
 from gatekeeper.testing.script import (  # noqa: E402
@@ -120,7 +120,7 @@ def serve(options: argparse.Namespace) -> None:
                     "max": h.max,
                     "frames": pacer.frames_sent - sent,
                     "skipped": pacer.frames_skipped - skipped,
-                    "rss_kb": _rss_kb(os.getpid()),
+                    "rss_kb": rss_kb(os.getpid()),
                 }
                 self.sendLine(json.dumps(stats).encode())
 
@@ -139,13 +139,6 @@ def serve(options: argparse.Namespace) -> None:
     port.when_listening().addCallback(ready)
     reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
     reactor.run()
-
-
-def _rss_kb(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return -1
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -324,7 +317,7 @@ async def echo_step(
     try:
         if options.generator == "asload":
             return _asload_step(n, seconds, port, server, options)
-        rss0 = _rss_kb(server.pid)
+        rss0 = rss_kb(server.pid)
         clock = FrameClock(reactor)
         legs = []
         endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port)
@@ -476,7 +469,7 @@ async def full_step(
     server = Server(_server_config("visit", port, base, ami_port), base)
     try:
         await pbx.when_logged_in()
-        rss0 = _rss_kb(server.pid)
+        rss0 = rss_kb(server.pid)
         channels = []
         for i in range(1, n + 1):
             visitor = Visitor(

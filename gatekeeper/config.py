@@ -103,10 +103,12 @@ class PacerConfig:
 
 @frozen
 class SessionConfig:
-    """``[session]``: how long a dropped leg may take to come back."""
+    """``[session]``: how long a dropped leg may take to come back, and how
+    long a finished call's UUID stays refused."""
 
     grace_period: float = field(default=10.0, validator=validators.ge(0))
     stop_timeout: float = field(default=5.0, validator=validators.ge(0))
+    remember_ended: float = field(default=300.0, validator=validators.ge(0))
 
 
 @frozen

@@ -147,6 +147,7 @@ def _visit_tree(
         reactor,  # type: ignore[arg-type]
         grace_period=config.session.grace_period,
         stop_timeout=config.session.stop_timeout,
+        remember_ended=config.session.remember_ended,
     )
     services = VisitServices(
         clock=reactor,  # type: ignore[arg-type]

@@ -22,6 +22,8 @@ from gatekeeper.service import makeService
 
 from .transcripts import transcript
 
+RESIDENTS = Path(__file__).parent.parent / "etc" / "residents.csv"
+
 
 class AsteriskLike(Protocol):
     """Plays a recorded stream one frame per 20 ms and records what comes back."""
@@ -147,6 +149,21 @@ class VisitServiceTests(TestCase):
         audio = b"".join(f.payload for _, f in visitor.received if f.kind is Kind.SLIN)
         # Greeting, question, "say your name", beep, "calling", "cannot reach", goodbye.
         self.assertGreater(len(audio), 8000 * 2 * 5)
+
+
+class SettingsTests(TestCase):
+    def test_session_settings_reach_the_registry(self) -> None:
+        """[session] values are the registry's, not its defaults."""
+        config = parse_config(
+            "[session]\ngrace_period = 4\nstop_timeout = 2\nremember_ended = 42\n"
+            f"[accesslog]\ndatabase = {self.mktemp()}\n"
+            f"[directory]\nfile = {RESIDENTS}\n"
+        )
+        registry = makeService(config, reactor).getServiceNamed("registry")
+        self.assertEqual(
+            (registry.grace_period, registry.stop_timeout, registry.remember_ended),
+            (4.0, 2.0, 42.0),
+        )
 
 
 class ReloadTests(TestCase):

@@ -32,7 +32,7 @@ from gatekeeper.testing.audio import prompt_sounds, write_synthetic_prompts
 from gatekeeper.testing.pbx import SimulatedAsterisk
 from gatekeeper.testing.script import Phone
 
-__all__ = ["RESIDENTS", "Building", "start_building"]
+__all__ = ["RESIDENTS", "Building", "free_port", "rss_kb", "start_building"]
 
 #: A small building: two extensions for 101, one for 202, and a concierge.
 RESIDENTS = """\
@@ -54,6 +54,18 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def rss_kb(pid: int) -> int:
+    """Resident memory of process ``pid`` in KiB (Linux), -1 if unknown."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return -1
+    for line in status.splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return -1
 
 
 @define

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
@@ -48,7 +49,6 @@ __all__ = [
     "integrity_check",
     "mismatches",
     "rows",
-    "rss_kb",
     "told",
 ]
 
@@ -77,29 +77,31 @@ FLOW = {
 RECORDING = {"trailing_silence": 0.3, "no_speech_timeout": 2, "max_length": 3}
 
 
-def rss_kb(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return -1
-
-
 class Server(ProcessProtocol):
     """gatekeeper in a child process; ``port`` fires once it listens."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: IReactorTime) -> None:
+        self.clock = clock
         self.port: Deferred[int] = Deferred()
         self.ended: Deferred[None] = Deferred()
         self.output = b""
         self.pid: int | None = None
         self.exit: Failure | None = None
+        #: (time received, RSS KiB, heap blocks) from ``serve --stats``.
+        self.stats: list[tuple[float, int, int]] = []
+        self._partial = b""
 
     def connectionMade(self) -> None:
         self.pid = self.transport.pid  # type: ignore[union-attr]
 
     def outReceived(self, data: bytes) -> None:
-        self.output += data
-        for line in self.output.splitlines():
+        *lines, self._partial = (self._partial + data).split(b"\n")
+        for line in lines:
+            if line.startswith(b"STATS "):
+                rss, blocks = line.split()[1:3]
+                self.stats.append((self.clock.seconds(), int(rss), int(blocks)))
+                continue
+            self.output += line + b"\n"
             if line.startswith(b"PORT ") and not self.port.called:
                 self.port.callback(int(line.split()[1]))
 
@@ -133,9 +135,23 @@ class Site:
     extension ``<n>1``, whose phones the caller fills in."""
 
     def __init__(
-        self, reactor: Any, base: Path, apartments: int, prompt_seconds: float = 0.12
+        self,
+        reactor: Any,
+        base: Path,
+        apartments: int,
+        prompt_seconds: float = 0.12,
+        *,
+        remember_ended: float | None = None,
+        stats: float | None = None,
+        collect: bool = False,
     ) -> None:
         self.reactor = reactor
+        #: ``[session] remember_ended`` if not the default.
+        self.remember_ended = remember_ended
+        #: Seconds between the server's ``STATS`` lines (none if None), and
+        #: whether it collects garbage before each (``serve --collect``).
+        self.stats = stats
+        self.collect = collect
         self.base = base.resolve()
         self.base.mkdir(parents=True, exist_ok=True)
         self.prompts = write_synthetic_prompts(self.base / "prompts", prompt_seconds)
@@ -163,6 +179,7 @@ lean_poll = no
 {section("recording", {"directory": self.recordings, **RECORDING})}
 [session]
 grace_period = 3
+{"" if self.remember_ended is None else f"remember_ended = {self.remember_ended}"}
 [prompts]
 directory = {self.prompts}
 [accesslog]
@@ -197,12 +214,23 @@ target = 127.0.0.1:{port}
         )
         ami_port = await pbx.listen()
         config = self.config(port, ami_port)
-        server = Server()
+        server = Server(self.reactor)
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        argv = [
+            sys.executable,
+            "-m",
+            "tests.security.serve",
+            str(config),
+            str(self.log),
+        ]
+        if self.stats:
+            argv += ["--stats", str(self.stats)]
+            if self.collect:
+                argv.append("--collect")
         self.reactor.spawnProcess(
             server,
             sys.executable,
-            [sys.executable, "-m", "tests.security.serve", str(config), str(self.log)],
+            argv,
             env=env,
             path=str(ROOT),
         )
