@@ -179,14 +179,13 @@ async def soak(reactor: Any, options: argparse.Namespace) -> int:
             f"server RSS: start {rss[0] / 1024:.1f} MiB, max {max(rss) / 1024:.1f} "
             f"MiB, end {rss[-1] / 1024:.1f} MiB ({len(rss)} samples)"
         )
-    judged_rss = rss_trend is not None and rss_trend.minutes >= RSS_WINDOW_MINUTES
     print("  RSS trend:", _describe(rss_trend, "KiB/min", options.max_rss_slope))
-    if not judged_rss:
+    if rss_trend is None or rss_trend.minutes < RSS_WINDOW_MINUTES:
         print(
             f"  (not judged: RSS levels off after ~{options.rss_warmup:g} min, and "
             f"a trend needs {RSS_WINDOW_MINUTES:g} min after that)"
         )
-    elif rss_trend is not None and rss_trend.slope >= options.max_rss_slope:
+    elif rss_trend.slope >= options.max_rss_slope:
         failures.append("RSS grows")
     if heap:
         print(
