@@ -1,6 +1,6 @@
 """
 Run gatekeeper from a configuration file, for tests that attack it from
-another process: ``python -m tests.security.serve CONFIG LOG [--stats S]``.
+another process: ``python -m tests.security.serve CONFIG LOG [--stats S [--collect]]``.
 
 It is ``makeService`` on the real reactor, as ``twist gatekeeper`` runs it,
 with its log written to the file ``LOG`` (not kept in memory, which would
