@@ -1,12 +1,22 @@
-"""Small fakes shared by tests of code that sits above the protocol."""
+"""Small fakes shared by tests: a leg for code above the protocol, and an
+in-memory connection for tests of the protocol with the registry."""
 
 from __future__ import annotations
 
+from twisted.internet.address import IPv4Address
 from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
 from zope.interface import implementer
 
 from gatekeeper.audiosocket.interfaces import IAudioSocketLeg
+from gatekeeper.audiosocket.protocol import (
+    AudioSocketFactory,
+    AudioSocketProtocol,
+    ListenerPolicy,
+)
 from gatekeeper.audiosocket.wire import Kind
+from gatekeeper.session.registry import SessionRegistry
 
 
 @implementer(IAudioSocketLeg)
@@ -43,3 +53,22 @@ class FakeLeg:
     @property
     def audio(self) -> bytes:
         return b"".join(payload for _, _, payload in self.sent)
+
+
+def registry_connection(
+    port: int, max_payload: int = 1024
+) -> tuple[AudioSocketProtocol, StringTransport, AudioSocketFactory, SessionRegistry]:
+    """A started registry on a Clock and one connection to its factory from
+    127.0.0.1:``port``, over a StringTransport (no direct sends)."""
+    clock = Clock()
+    registry = SessionRegistry(clock)
+    registry.startService()
+    factory = AudioSocketFactory(
+        registry, clock, ListenerPolicy(max_payload=max_payload), direct_send=False
+    )
+    address = IPv4Address("TCP", "127.0.0.1", port)
+    protocol = factory.buildProtocol(address)
+    assert isinstance(protocol, AudioSocketProtocol)
+    transport = StringTransport(peerAddress=address)
+    protocol.makeConnection(transport)
+    return protocol, transport, factory, registry

@@ -73,8 +73,8 @@ def answers(*steps: object, after: float = 0.1, voice: int = 0) -> Phone:
 NEVER = Phone(answer_after=None)
 
 
-class VisitTests(TestCase):
-    """One visit per outcome, from the gate to the access log."""
+class _BuildingTestCase(TestCase):
+    """Prompts and a recordings folder for the buildings a test starts."""
 
     timeout = 30
 
@@ -84,6 +84,10 @@ class VisitTests(TestCase):
         # Short: gatekeeper refuses a recording path over 128 characters.
         self.recordings = Path(tempfile.mkdtemp(prefix="gk-e2e-"))
         self.addCleanup(shutil.rmtree, self.recordings, ignore_errors=True)
+
+
+class VisitTests(_BuildingTestCase):
+    """One visit per outcome, from the gate to the access log."""
 
     async def building(self, phones: dict[str, Phone], **kwargs: object) -> Building:
         building = await start_building(
@@ -271,16 +275,8 @@ class VisitTests(TestCase):
         self.assertEqual((record.outcome, record.door_result), ("allowed", "opened"))
 
 
-class FoundBugTests(TestCase):
+class FoundBugTests(_BuildingTestCase):
     """Bugs in gatekeeper the simulated Asterisk found, kept as regression tests."""
-
-    timeout = 30
-
-    def setUp(self) -> None:
-        self.base = Path(self.mktemp())
-        self.prompts = write_synthetic_prompts(self.base / "prompts", 0.12)
-        self.recordings = Path(tempfile.mkdtemp(prefix="gk-e2e-"))
-        self.addCleanup(shutil.rmtree, self.recordings, ignore_errors=True)
 
     async def building(self, **kwargs: object) -> Building:
         building = await start_building(

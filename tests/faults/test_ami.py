@@ -15,20 +15,15 @@ import os
 from typing import Any
 
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
-from gatekeeper.testing.harness import Building, start_building
+from gatekeeper.testing.harness import Building
 from gatekeeper.testing.pbx import SimulatedAsterisk
 from gatekeeper.testing.script import Phone
 from tests.faults import test_matrix as matrix
 from tests.faults.test_matrix import (
-    DOOR,
     FLOW,
-    GRACE,
-    RECORDING,
-    RESIDENT,
     VISITOR,
     _gatekeeper_timers,
     _pacer,
@@ -48,21 +43,8 @@ class AMIFaultTests(TestCase):
 
     timeout = 30
     setUp = matrix.FaultMatrixTests.setUp
-
-    async def building(self, phones: dict[str, Phone] | None = None) -> Building:
-        building = await start_building(
-            self.base / "building",
-            reactor,
-            phones={"1011": RESIDENT} if phones is None else phones,
-            prompts=self.prompts,
-            flow=AMI_FLOW,
-            recording={**RECORDING, "directory": self.recordings},
-            session={"grace_period": GRACE},
-            door=DOOR,
-            login_delay=0.05,
-        )
-        self.addCleanup(lambda: Deferred.fromCoroutine(building.stop()))
-        return building
+    building = matrix.FaultMatrixTests.building
+    flow = AMI_FLOW
 
     async def visit(self, building: Building, expected: str) -> None:
         channel = building.pbx.visit(VISITOR)

@@ -140,13 +140,16 @@ class FaultMatrixTests(TestCase):
 
         self.patch(harness, "parse_config", with_idle)
 
-    async def building(self) -> Building:
+    #: The ``[flow]`` timeouts; the AMI faults ring for less.
+    flow = FLOW
+
+    async def building(self, phones: dict[str, Phone] | None = None) -> Building:
         building = await start_building(
             self.base / "building",
             reactor,
-            phones={"1011": RESIDENT},
+            phones={"1011": RESIDENT} if phones is None else phones,
             prompts=self.prompts,
-            flow=FLOW,
+            flow=self.flow,
             recording={**RECORDING, "directory": self.recordings},
             session={"grace_period": GRACE},
             door=DOOR,

@@ -13,17 +13,16 @@ from __future__ import annotations
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
-from twisted.internet.address import IPv4Address
-from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 
 from gatekeeper.audiosocket import wire
-from gatekeeper.audiosocket.protocol import AudioSocketFactory, ListenerPolicy
+from gatekeeper.audiosocket.protocol import AudioSocketFactory
 from gatekeeper.audiosocket.wire import Kind, encode
 from gatekeeper.session import registry as registry_module
 from gatekeeper.session.registry import SessionRegistry
+from tests.fakes import registry_connection
 from tests.fuzz.harness import (
     FRESH,
     HEALTHY,
@@ -176,17 +175,7 @@ class RegressionTests(SynchronousTestCase):
     """
 
     def connect(self) -> tuple[Any, StringTransport, AudioSocketFactory]:
-        clock = Clock()
-        registry = SessionRegistry(clock)
-        registry.startService()
-        factory = AudioSocketFactory(
-            registry, clock, ListenerPolicy(max_payload=1024), direct_send=False
-        )
-        address = IPv4Address("TCP", "127.0.0.1", 4000)
-        protocol = factory.buildProtocol(address)
-        transport = StringTransport(peerAddress=address)
-        protocol.makeConnection(transport)
-        self.registry = registry
+        protocol, transport, factory, self.registry = registry_connection(4000)
         return protocol, transport, factory
 
     def lines(self, data: bytes) -> tuple[list[str], int]:

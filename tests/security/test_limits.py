@@ -29,18 +29,17 @@ from pathlib import Path
 from typing import Any
 
 from twisted.internet import reactor
-from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import ProcessProtocol, Protocol
-from twisted.internet.task import Clock, LoopingCall, deferLater
+from twisted.internet.task import LoopingCall, deferLater
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
-from gatekeeper.audiosocket.protocol import AudioSocketFactory, ListenerPolicy
+from gatekeeper.audiosocket.protocol import AudioSocketFactory
 from gatekeeper.audiosocket.wire import FrameDecoder, Kind, encode, encode_hangup
-from gatekeeper.session.registry import SessionRegistry
+from tests.fakes import registry_connection
 
 ROOT = Path(__file__).resolve().parents[2]
 IDLE_SOCKETS = 10_000
@@ -79,16 +78,7 @@ class OversizeTests(SynchronousTestCase):
     """A frame over the bound is refused from its header alone."""
 
     def connect(self) -> tuple[Any, StringTransport, AudioSocketFactory]:
-        clock = Clock()
-        registry = SessionRegistry(clock)
-        registry.startService()
-        factory = AudioSocketFactory(
-            registry, clock, ListenerPolicy(max_payload=1024), direct_send=False
-        )
-        address = IPv4Address("TCP", "127.0.0.1", 5000)
-        protocol = factory.buildProtocol(address)
-        transport = StringTransport(peerAddress=address)
-        protocol.makeConnection(transport)
+        protocol, transport, factory, _ = registry_connection(5000)
         protocol.dataReceived(encode(Kind.UUID, uuid.UUID(HEALTHY).bytes))
         return protocol, transport, factory
 
